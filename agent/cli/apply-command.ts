@@ -1,0 +1,100 @@
+import { readFile } from "node:fs/promises";
+import type { Logger } from "pino";
+import { UsageError } from "../errors.js";
+import { parseDesiredStateJson, type DesiredState } from "../model/desired-state.js";
+import { LedgerStore } from "../reconcile/ledger-store.js";
+import { reconcileSocket, type SocketReport } from "../reconcile/reconciler.js";
+import { RuntimeClient } from "../runtime/runtime-client.js";
+import { parseSocketAddress } from "../runtime/socket-address.js";
+import { parseDuration, parseFlags } from "./args.js";
+import { formatPlan, formatReport } from "./format.js";
+
+export const APPLY_HELP = `Usage: hafleet-agent apply --socket SOCKET [--socket SOCKET ...] --desired FILE [options]
+
+Plans the Runtime API commands that make each HAProxy run the desired backend servers,
+prints the plan, applies it (no reload), reads HAProxy back and reports. Exits 0 only if
+every HAProxy now runs the desired state.
+
+  --socket S        admin socket: a unix path, or HOST:PORT (repeat for several HAProxy)
+  --desired FILE    desired-state JSON ('-' for stdin)
+  --dry-run         print the plan, change nothing
+  --json            print the plan and the report as JSON
+  --drain-period D  how long a removed server drains before maintenance (default 5s;
+                    sooner when it has no sessions left)
+  --wait D          how long to keep going while drains run out (default: drain period + 5s)
+  --state-dir DIR   where hafleet remembers the drains/maintenances it set itself, to tell
+                    them from an operator's (default /var/lib/hafleet)
+  --allow-empty     let an empty server list empty a backend that serves traffic
+  -h, --help        this text
+
+Exit codes: 0 desired state running; 1 not (refused, not placed, still draining);
+2 invalid input (nothing applied); 3 HAProxy unreachable or unreadable.`;
+
+export async function applyCommand(args: string[], log: Logger): Promise<number> {
+  const flags = parseFlags("apply", args, {
+    socket: { type: "string", multiple: true },
+    desired: { type: "string" },
+    "dry-run": { type: "boolean" },
+    json: { type: "boolean" },
+    "drain-period": { type: "string" },
+    wait: { type: "string" },
+    "state-dir": { type: "string" },
+    "allow-empty": { type: "boolean" },
+  });
+  const sockets = (flags.socket ?? []).map(parseSocketAddress);
+  if (sockets.length === 0 || flags.desired === undefined) throw new UsageError("apply needs --socket and --desired");
+  const drainMs = parseDuration("--drain-period", flags["drain-period"] ?? "5s");
+  const waitMs = flags.wait === undefined ? drainMs + 5_000 : parseDuration("--wait", flags.wait);
+  const desired = await loadDesired(flags.desired);
+  const stateDir = flags["state-dir"] ?? "/var/lib/hafleet";
+
+  const reports = await Promise.all(
+    sockets.map(async (address) => {
+      const client = new RuntimeClient(address, { logger: log });
+      try {
+        const options = { drainMs, waitMs, pollMs: 250, allowEmpty: flags["allow-empty"] ?? false, dryRun: flags["dry-run"] ?? false, logger: log };
+        return await reconcileSocket(client, desired, new LedgerStore(stateDir, client.name), options);
+      } finally {
+        client.close();
+      }
+    }),
+  );
+  print(reports, flags.json ?? false, flags["dry-run"] ?? false);
+  if (flags["dry-run"]) return 0;
+  return reports.every((report) => report.converged) ? 0 : 1;
+}
+
+async function loadDesired(file: string): Promise<DesiredState> {
+  const text = file === "-" ? await readStdin() : await readFile(file, "utf8");
+  return parseDesiredStateJson(text, file === "-" ? "stdin" : file);
+}
+
+async function readStdin(): Promise<string> {
+  const chunks: Buffer[] = [];
+  for await (const chunk of process.stdin) chunks.push(chunk as Buffer);
+  return Buffer.concat(chunks).toString("utf8");
+}
+
+function print(reports: readonly SocketReport[], json: boolean, dryRun: boolean): void {
+  if (json) {
+    const rendered = reports.map((report) => ({
+      socket: report.socket,
+      converged: report.converged,
+      plan: report.plan,
+      outcomes: report.outcomes,
+      final: report.final,
+    }));
+    process.stdout.write(JSON.stringify({ dryRun, sockets: rendered }, commandsAsText, 2) + "\n");
+    return;
+  }
+  for (const report of reports) {
+    process.stdout.write(formatPlan(report.socket, report.plan) + "\n");
+    if (!dryRun) process.stdout.write(formatReport(report) + "\n");
+  }
+}
+
+/** Commands serialise as the text HAProxy receives. */
+function commandsAsText(key: string, value: unknown): unknown {
+  if ((key === "prepare" || key === "commit") && Array.isArray(value)) return value.map((command: { text: string }) => command.text);
+  return value;
+}

@@ -1,0 +1,63 @@
+import type { StepOutcome } from "../reconcile/execute-plan.js";
+import type { ObservedServer, ObservedState } from "../reconcile/observed-state.js";
+import type { Plan } from "../reconcile/planner.js";
+import type { SocketReport } from "../reconcile/reconciler.js";
+
+/** Human-readable renderings; `--json` prints the same data as JSON instead. */
+
+export function formatPlan(socket: string, plan: Plan): string {
+  const lines = [`${socket}: ${plan.steps.length} change(s) planned`];
+  for (const step of plan.steps) {
+    lines.push(`  ${step.action.padEnd(10)} ${`${step.backend}/${step.server}`.padEnd(32)} ${step.endpoint ?? "-"}`);
+    for (const command of [...step.prepare, ...step.commit]) lines.push(`      ${command.text}`);
+  }
+  return lines.join("\n");
+}
+
+export function formatReport(report: SocketReport): string {
+  const applied = report.outcomes.filter((outcome) => outcome.ok).length;
+  const verdict = report.converged ? "runs the desired state" : "does NOT run the desired state";
+  const lines = [`${report.socket}: ${verdict} (${applied} change(s) applied)`];
+  for (const outcome of report.outcomes) if (!outcome.ok) lines.push(`  failed: ${describeFailure(outcome)}`);
+  for (const backend of report.final.backends) {
+    for (const held of backend.held) {
+      lines.push(`  held by operator: ${backend.backend}/${held.server} ${held.endpoint ?? "-"} (${held.admin}${held.desired ? "" : ", no longer desired"})`);
+    }
+    for (const unplaced of backend.unplaced) lines.push(`  not placed: ${backend.backend} ${unplaced.endpoint} (${unplaced.reason})`);
+    for (const drain of backend.draining) lines.push(`  still draining: ${backend.backend}/${drain.server} ${drain.endpoint ?? "-"}`);
+    for (const name of backend.unmanageable) lines.push(`  left alone (name not usable in a command): ${backend.backend}/${name}`);
+  }
+  for (const step of report.final.steps) lines.push(`  still to do: ${step.action} ${step.backend}/${step.server}`);
+  return lines.join("\n");
+}
+
+function describeFailure(outcome: Extract<StepOutcome, { ok: false }>): string {
+  const target = `${outcome.step.action} ${outcome.step.backend}/${outcome.step.server}`;
+  if ("skipped" in outcome) return `${target}: held back, a new server of this backend could not be placed`;
+  return `${target}: '${outcome.command}' -> ${JSON.stringify(outcome.reply)} (${outcome.reason})`;
+}
+
+const COLUMNS = ["BACKEND", "SERVER", "ADDRESS", "WEIGHT", "ADMIN", "STATUS", "MANAGED"] as const;
+
+export function formatObserved(socket: string, observed: ObservedState): string {
+  const rows: string[][] = [];
+  for (const backend of observed.values()) {
+    for (const server of backend.servers) {
+      rows.push([backend.rawName, server.rawName, serverEndpoint(server), String(server.userWeight), server.admin, server.status ?? "-", managedBy(server)]);
+    }
+  }
+  const widths = COLUMNS.map((title, column) => Math.max(title.length, ...rows.map((row) => row[column]!.length)));
+  const render = (cells: readonly string[]) => cells.map((cell, column) => cell.padEnd(widths[column]!)).join("  ").trimEnd();
+  return [`${socket}:`, render(COLUMNS), ...rows.map(render)].join("\n");
+}
+
+export function serverEndpoint(server: ObservedServer): string {
+  const port = server.port ?? "-";
+  return server.rawAddress.includes(":") ? `[${server.rawAddress}]:${port}` : `${server.rawAddress}:${port}`;
+}
+
+/** `dynamic`: added by hafleet; `slot`: a config server hafleet may fill; `no`: unusable name. */
+export function managedBy(server: ObservedServer): string {
+  if (server.name === null) return "no";
+  return server.dynamic ? "dynamic" : "slot";
+}

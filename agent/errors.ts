@@ -1,0 +1,93 @@
+/**
+ * One base class, a stable `code` per failure, so that callers (the CLI, and later the
+ * controller's nack) match on codes rather than on message text.
+ */
+export abstract class HafleetError extends Error {
+  abstract readonly code: string;
+}
+
+export interface InputIssue {
+  /** Where in the input, e.g. `backends[0].servers[2].port`. */
+  path: string;
+  message: string;
+  /** The offending value as received, when there is one. */
+  value?: unknown;
+}
+
+/** Input from outside (a file, a flag, a message) that failed validation: nothing was applied. */
+export class InvalidInputError extends HafleetError {
+  readonly code = "HAFLEET_INVALID_INPUT";
+  constructor(
+    readonly source: string,
+    readonly issues: InputIssue[],
+  ) {
+    super(`${source}: ${issues.map(formatIssue).join("; ")}`);
+    this.name = "InvalidInputError";
+  }
+}
+
+function formatIssue(issue: InputIssue): string {
+  const where = issue.path === "" ? "" : `${issue.path}: `;
+  const value = issue.value === undefined ? "" : ` (got ${JSON.stringify(issue.value)})`;
+  return `${where}${issue.message}${value}`;
+}
+
+/** HAProxy answered something we cannot read; we never guess at partial output. */
+export class ReplyParseError extends HafleetError {
+  readonly code = "HAFLEET_BAD_REPLY";
+  constructor(
+    readonly command: string,
+    detail: string,
+  ) {
+    super(`cannot parse HAProxy's reply to '${command}': ${detail}`);
+    this.name = "ReplyParseError";
+  }
+}
+
+export class ConnectError extends HafleetError {
+  readonly code = "HAFLEET_CONNECT";
+  constructor(
+    readonly socket: string,
+    detail: string,
+  ) {
+    super(`cannot connect to HAProxy at ${socket}: ${detail}`);
+    this.name = "ConnectError";
+  }
+}
+
+export class TimeoutError extends HafleetError {
+  readonly code = "HAFLEET_TIMEOUT";
+  constructor(
+    readonly socket: string,
+    what: string,
+    readonly timeoutMs: number,
+  ) {
+    super(`${what} on ${socket} timed out after ${timeoutMs} ms`);
+    this.name = "TimeoutError";
+  }
+}
+
+/**
+ * The connection ended before every reply of a batch came back. Commands after `answered`
+ * may or may not have run, so they are never retried blindly: the caller re-reads and re-plans.
+ */
+export class ConnectionLostError extends HafleetError {
+  readonly code = "HAFLEET_CONNECTION_LOST";
+  constructor(
+    readonly socket: string,
+    readonly answered: number,
+    readonly sent: number,
+  ) {
+    super(`connection to ${socket} lost after ${answered} of ${sent} replies`);
+    this.name = "ConnectionLostError";
+  }
+}
+
+/** The command line itself is wrong (a missing flag, an unknown command). */
+export class UsageError extends HafleetError {
+  readonly code = "HAFLEET_USAGE";
+  constructor(message: string) {
+    super(message);
+    this.name = "UsageError";
+  }
+}

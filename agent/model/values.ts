@@ -1,0 +1,66 @@
+import { isIP, SocketAddress } from "node:net";
+import { z } from "zod";
+
+/**
+ * The whitelist every value passes before it may appear in a Runtime API command.
+ * HAProxy's CLI runs a second command after `;` or a newline and takes spaces as extra
+ * arguments, so values are checked against what they may contain, never escaped.
+ */
+
+export const NAME_MAX_LENGTH = 64;
+const NAME_PATTERN = /^[A-Za-z0-9._-]+$/;
+
+/** A backend or server name as HAProxy's CLI can take it verbatim. */
+export const nameSchema = z
+  .string()
+  .min(1, "must not be empty")
+  .max(NAME_MAX_LENGTH, `must be at most ${NAME_MAX_LENGTH} characters`)
+  .regex(NAME_PATTERN, "may contain only letters, digits, '.', '_' and '-'")
+  .brand<"Name">();
+export type Name = z.infer<typeof nameSchema>;
+
+// Zone ids (`fe80::1%eth0`) and anything else outside hex digits, dots and colons are refused
+// before the address is parsed, so no stray character can reach a command.
+const ADDRESS_CHARACTERS = /^[0-9A-Fa-f:.]+$/;
+
+/**
+ * An IPv4 or IPv6 literal, in the canonical text form of inet_ntop: the form HAProxy prints
+ * back, so that a desired address and an observed one compare equal when they are the same.
+ */
+export const addressSchema = z
+  .string()
+  .refine((text) => ADDRESS_CHARACTERS.test(text) && isIP(text) !== 0, {
+    message: "must be an IPv4 or IPv6 literal",
+  })
+  .transform((text) => canonicalAddress(text))
+  // Template slots are configured with the unspecified address as a placeholder: a real
+  // backend never has it, and accepting it would make a placeholder look desired.
+  .refine((address) => address !== "0.0.0.0" && address !== "::", { message: "must not be the unspecified address" })
+  .brand<"Address">();
+export type Address = z.infer<typeof addressSchema>;
+
+function canonicalAddress(text: string): string {
+  return new SocketAddress({ address: text, family: isIP(text) === 6 ? "ipv6" : "ipv4" }).address;
+}
+
+/** HAProxy wraps ports modulo 65536 and accepts 0 or `1e3`: only an integer in range passes. */
+export const portSchema = z
+  .number({ error: "must be a number" })
+  .int("must be an integer")
+  .min(1, "must be between 1 and 65535")
+  .max(65535, "must be between 1 and 65535")
+  .brand<"Port">();
+export type Port = z.infer<typeof portSchema>;
+
+export const weightSchema = z
+  .number({ error: "must be a number" })
+  .int("must be an integer")
+  .min(0, "must be between 0 and 256")
+  .max(256, "must be between 0 and 256")
+  .brand<"Weight">();
+export type Weight = z.infer<typeof weightSchema>;
+
+/** `address:port`, bracketed for IPv6: the key a server is known by across slots. */
+export function endpointKey(address: Address, port: Port): string {
+  return address.includes(":") ? `[${address}]:${port}` : `${address}:${port}`;
+}

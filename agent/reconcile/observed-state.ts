@@ -1,0 +1,102 @@
+import { addressSchema, nameSchema, portSchema, type Address, type Name, type Port } from "../model/values.js";
+import type { ServerStateRow } from "../runtime/parsers/servers-state.js";
+import type { StatRow } from "../runtime/parsers/stat-csv.js";
+
+/** HAProxy 2.6 `srv_admin_state` bits (include/haproxy/server-t.h). */
+const ADMIN_FORCED_MAINT = 0x01;
+const ADMIN_INHERITED_MAINT = 0x02;
+const ADMIN_FORCED_DRAIN = 0x08;
+const ADMIN_INHERITED_DRAIN = 0x10;
+const ADMIN_RESOLUTION_MAINT = 0x20;
+const ADMIN_HOSTNAME_MAINT = 0x40;
+const ANY_MAINT = ADMIN_FORCED_MAINT | ADMIN_INHERITED_MAINT | ADMIN_RESOLUTION_MAINT | ADMIN_HOSTNAME_MAINT;
+const ANY_DRAIN = ADMIN_FORCED_DRAIN | ADMIN_INHERITED_DRAIN;
+
+/** `srv_check_state` bit: a health check is configured on the server. */
+const CHECK_CONFIGURED = 0x02;
+
+/** The name prefix of servers hafleet adds with `add server`: only those does it delete. */
+export const DYNAMIC_PREFIX = "hafleet-";
+
+export type AdminMode = "ready" | "drain" | "maint";
+
+export interface ObservedServer {
+  /** The raw name; `name` is set only when it may be used in a command. */
+  rawName: string;
+  name: Name | null;
+  id: number;
+  /** As HAProxy printed it; `address` is set only for a usable (non-placeholder) literal. */
+  rawAddress: string;
+  address: Address | null;
+  port: Port | null;
+  admin: AdminMode;
+  adminBits: number;
+  userWeight: number;
+  initialWeight: number;
+  checked: boolean;
+  /** Added by hafleet at runtime (and so deleted by it when no longer needed). */
+  dynamic: boolean;
+  /** `show stat` status: UP, DOWN, MAINT, DRAIN, `no check`... */
+  status: string | null;
+  sessions: number;
+}
+
+export interface ObservedBackend {
+  rawName: string;
+  name: Name | null;
+  algorithm: string | null;
+  servers: ObservedServer[];
+}
+
+export type ObservedState = ReadonlyMap<string, ObservedBackend>;
+
+/** Joins `show servers state` (authoritative for config) with `show stat` (traffic, status). */
+export function buildObservedState(backendNames: readonly string[], servers: readonly ServerStateRow[], stats: readonly StatRow[]): ObservedState {
+  const statByServer = new Map<string, StatRow>();
+  const algorithmByBackend = new Map<string, string | null>();
+  for (const row of stats) {
+    if (row.service === "BACKEND") algorithmByBackend.set(row.proxy, row.algorithm);
+    else statByServer.set(`${row.proxy}/${row.service}`, row);
+  }
+  const backends = new Map<string, ObservedBackend>();
+  for (const rawName of backendNames) {
+    backends.set(rawName, { rawName, name: safeParse(nameSchema, rawName), algorithm: algorithmByBackend.get(rawName) ?? null, servers: [] });
+  }
+  for (const row of servers) {
+    const backend = backends.get(row.backend);
+    if (!backend) continue;
+    const stat = statByServer.get(`${row.backend}/${row.server}`);
+    backend.servers.push(observedServer(row, stat));
+  }
+  return backends;
+}
+
+function observedServer(row: ServerStateRow, stat: StatRow | undefined): ObservedServer {
+  return {
+    rawName: row.server,
+    name: safeParse(nameSchema, row.server),
+    id: row.serverId,
+    rawAddress: row.address,
+    address: safeParse(addressSchema, row.address),
+    port: row.port === null ? null : safeParse(portSchema, row.port),
+    admin: adminMode(row.adminState),
+    adminBits: row.adminState,
+    userWeight: row.userWeight,
+    initialWeight: row.initialWeight,
+    checked: (row.checkState & CHECK_CONFIGURED) !== 0,
+    dynamic: row.server.startsWith(DYNAMIC_PREFIX),
+    status: stat?.status ?? null,
+    sessions: stat?.currentSessions ?? 0,
+  };
+}
+
+export function adminMode(bits: number): AdminMode {
+  if (bits & ANY_MAINT) return "maint";
+  if (bits & ANY_DRAIN) return "drain";
+  return "ready";
+}
+
+function safeParse<T>(schema: { safeParse(value: unknown): { success: true; data: T } | { success: false } }, value: unknown): T | null {
+  const result = schema.safeParse(value);
+  return result.success ? result.data : null;
+}

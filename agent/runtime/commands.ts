@@ -1,0 +1,106 @@
+import { endpointKey, type Address, type Name, type Port, type Weight } from "../model/values.js";
+
+/**
+ * Runtime API commands, built only here and only from validated (branded) values.
+ * The constructor is private, so no other module can turn a string into a command.
+ */
+export type CommandKind =
+  | "set-addr"
+  | "set-weight"
+  | "set-state"
+  | "add-server"
+  | "del-server"
+  | "enable-health"
+  | "show-servers-state"
+  | "show-stat"
+  | "show-info"
+  | "show-backend";
+
+export type AdminTarget = "ready" | "drain" | "maint";
+
+export class RuntimeCommand {
+  private constructor(
+    readonly kind: CommandKind,
+    readonly text: string,
+  ) {}
+
+  /** Read-only commands may be retried on a fresh connection; changes never are. */
+  get isRead(): boolean {
+    return this.kind.startsWith("show-");
+  }
+
+  static setAddress(backend: Name, server: Name, address: Address, port: Port): RuntimeCommand {
+    return new RuntimeCommand("set-addr", `set server ${target(backend, server)} addr ${addressArg(address)} port ${integerArg(port, 1, 65535)}`);
+  }
+
+  static setWeight(backend: Name, server: Name, weight: Weight): RuntimeCommand {
+    return new RuntimeCommand("set-weight", `set server ${target(backend, server)} weight ${integerArg(weight, 0, 256)}`);
+  }
+
+  static setState(backend: Name, server: Name, state: AdminTarget): RuntimeCommand {
+    if (!ADMIN_TARGETS.has(state)) unsafe("state", state);
+    return new RuntimeCommand("set-state", `set server ${target(backend, server)} state ${state}`);
+  }
+
+  /** Added in maintenance (HAProxy's default), so that it takes traffic only once fully set up. */
+  static addServer(backend: Name, server: Name, address: Address, port: Port, options: { weight?: Weight; check: boolean }): RuntimeCommand {
+    const endpoint = endpointKey(addressArg(address) as Address, integerArg(port, 1, 65535) as Port);
+    const weight = options.weight === undefined ? "" : ` weight ${integerArg(options.weight, 0, 256)}`;
+    const check = options.check ? " check" : "";
+    return new RuntimeCommand("add-server", `add server ${target(backend, server)} ${endpoint}${weight}${check}`);
+  }
+
+  static deleteServer(backend: Name, server: Name): RuntimeCommand {
+    return new RuntimeCommand("del-server", `del server ${target(backend, server)}`);
+  }
+
+  static enableHealth(backend: Name, server: Name): RuntimeCommand {
+    return new RuntimeCommand("enable-health", `enable health ${target(backend, server)}`);
+  }
+
+  static showServersState(): RuntimeCommand {
+    return new RuntimeCommand("show-servers-state", "show servers state");
+  }
+
+  /** Backends (2) and servers (4) only: frontends are of no use here and cost bytes. */
+  static showStat(): RuntimeCommand {
+    return new RuntimeCommand("show-stat", "show stat -1 6 -1");
+  }
+
+  static showInfo(): RuntimeCommand {
+    return new RuntimeCommand("show-info", "show info");
+  }
+
+  static showBackend(): RuntimeCommand {
+    return new RuntimeCommand("show-backend", "show backend");
+  }
+}
+
+/*
+ * Last line of defence, argument by argument: the branded types already guarantee these, but
+ * a value that could add an argument or run a second command must never be written, whatever
+ * a future caller casts. Checked per value, since a space is harmless only between arguments.
+ */
+const NAME_ARG = /^[A-Za-z0-9._-]{1,64}$/;
+const ADDRESS_ARG = /^[0-9A-Fa-f:.]{2,45}$/;
+const ADMIN_TARGETS = new Set<string>(["ready", "drain", "maint"]);
+
+function target(backend: Name, server: Name): string {
+  if (!NAME_ARG.test(backend)) unsafe("backend name", backend);
+  if (!NAME_ARG.test(server)) unsafe("server name", server);
+  return `${backend}/${server}`;
+}
+
+function addressArg(address: Address): string {
+  if (!ADDRESS_ARG.test(address)) unsafe("address", address);
+  return address;
+}
+
+function integerArg(value: number, min: number, max: number): number {
+  if (!Number.isInteger(value) || value < min || value > max) unsafe(`integer in ${min}..${max}`, value);
+  return value;
+}
+
+function unsafe(what: string, value: unknown): never {
+  throw new Error(`refusing to build a Runtime API command with an unsafe ${what}: ${JSON.stringify(value)}`);
+}
