@@ -24,7 +24,7 @@ export async function showCommand(args: string[], log: Logger): Promise<number> 
     sockets.map(async (address) => {
       const client = new RuntimeClient(address, { logger: log });
       try {
-        return { socket: client.name, observed: await readObservedState(client) };
+        return { socket: client.name, observed: await readObservedState(client, "full") };
       } finally {
         client.close();
       }

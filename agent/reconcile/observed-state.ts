@@ -1,4 +1,4 @@
-import { addressSchema, nameSchema, portSchema, type Address, type Name, type Port } from "../model/values.js";
+import { asName, asObservedAddress, asPort, type Address, type Name, type Port } from "../model/values.js";
 import type { ServerStateRow } from "../runtime/parsers/servers-state.js";
 import type { StatRow } from "../runtime/parsers/stat-csv.js";
 
@@ -36,9 +36,10 @@ export interface ObservedServer {
   checked: boolean;
   /** Added by hafleet at runtime (and so deleted by it when no longer needed). */
   dynamic: boolean;
-  /** `show stat` status: UP, DOWN, MAINT, DRAIN, `no check`... */
+  /** `show stat` status (UP, DOWN, MAINT, DRAIN, `no check`...); null when not read. */
   status: string | null;
-  sessions: number;
+  /** Current sessions; null when not read (only draining servers' are, when planning). */
+  sessions: number | null;
 }
 
 export interface ObservedBackend {
@@ -60,7 +61,7 @@ export function buildObservedState(backendNames: readonly string[], servers: rea
   }
   const backends = new Map<string, ObservedBackend>();
   for (const rawName of backendNames) {
-    backends.set(rawName, { rawName, name: safeParse(nameSchema, rawName), algorithm: algorithmByBackend.get(rawName) ?? null, servers: [] });
+    backends.set(rawName, { rawName, name: asName(rawName), algorithm: algorithmByBackend.get(rawName) ?? null, servers: [] });
   }
   for (const row of servers) {
     const backend = backends.get(row.backend);
@@ -74,11 +75,11 @@ export function buildObservedState(backendNames: readonly string[], servers: rea
 function observedServer(row: ServerStateRow, stat: StatRow | undefined): ObservedServer {
   return {
     rawName: row.server,
-    name: safeParse(nameSchema, row.server),
+    name: asName(row.server),
     id: row.serverId,
     rawAddress: row.address,
-    address: safeParse(addressSchema, row.address),
-    port: row.port === null ? null : safeParse(portSchema, row.port),
+    address: asObservedAddress(row.address),
+    port: row.port === null ? null : asPort(row.port),
     admin: adminMode(row.adminState),
     adminBits: row.adminState,
     userWeight: row.userWeight,
@@ -86,7 +87,7 @@ function observedServer(row: ServerStateRow, stat: StatRow | undefined): Observe
     checked: (row.checkState & CHECK_CONFIGURED) !== 0,
     dynamic: row.server.startsWith(DYNAMIC_PREFIX),
     status: stat?.status ?? null,
-    sessions: stat?.currentSessions ?? 0,
+    sessions: stat?.currentSessions ?? null,
   };
 }
 
@@ -94,9 +95,4 @@ export function adminMode(bits: number): AdminMode {
   if (bits & ANY_MAINT) return "maint";
   if (bits & ANY_DRAIN) return "drain";
   return "ready";
-}
-
-function safeParse<T>(schema: { safeParse(value: unknown): { success: true; data: T } | { success: false } }, value: unknown): T | null {
-  const result = schema.safeParse(value);
-  return result.success ? result.data : null;
 }

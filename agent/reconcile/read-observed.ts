@@ -3,12 +3,23 @@ import { parseBackendList } from "../runtime/parsers/backend-list.js";
 import { parseServersState } from "../runtime/parsers/servers-state.js";
 import { parseStatCsv } from "../runtime/parsers/stat-csv.js";
 import type { RuntimeClient } from "../runtime/runtime-client.js";
-import { buildObservedState, type ObservedState } from "./observed-state.js";
+import { adminMode, buildObservedState, type ObservedState } from "./observed-state.js";
 
-const READ_BATCH = [RuntimeCommand.showBackend(), RuntimeCommand.showServersState(), RuntimeCommand.showStat()];
-
-/** What HAProxy runs now, read in one pipelined batch so the three views agree in time. */
-export async function readObservedState(client: RuntimeClient): Promise<ObservedState> {
-  const [backends, servers, stats] = await client.run(READ_BATCH);
-  return buildObservedState(parseBackendList(backends!.text), parseServersState(servers!.text), parseStatCsv(stats!.text));
+/**
+ * What HAProxy runs now. `plan` reads what planning needs: every server's state, each
+ * backend's algorithm, and sessions only for draining servers (a full `show stat` of 10,000
+ * servers is 2 MB, most of a pass's time). `full` adds every server's status and sessions.
+ */
+export async function readObservedState(client: RuntimeClient, detail: "plan" | "full" = "plan"): Promise<ObservedState> {
+  const scope = detail === "full" ? "backends-and-servers" : "backends";
+  // One pipelined batch, so that the views agree in time.
+  const [backends, servers, stats] = await client.run([RuntimeCommand.showBackend(), RuntimeCommand.showServersState(), RuntimeCommand.showStat(scope)]);
+  const serverRows = parseServersState(servers!.text);
+  const statRows = parseStatCsv(stats!.text);
+  if (detail === "plan") {
+    const draining = serverRows.filter((row) => adminMode(row.adminState) === "drain");
+    const replies = await client.run(draining.map((row) => RuntimeCommand.showServerStat(row.backendId, row.serverId)));
+    for (const reply of replies) statRows.push(...parseStatCsv(reply.text));
+  }
+  return buildObservedState(parseBackendList(backends!.text), serverRows, statRows);
 }

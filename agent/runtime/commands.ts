@@ -62,9 +62,14 @@ export class RuntimeCommand {
     return new RuntimeCommand("show-servers-state", "show servers state");
   }
 
-  /** Backends (2) and servers (4) only: frontends are of no use here and cost bytes. */
-  static showStat(): RuntimeCommand {
-    return new RuntimeCommand("show-stat", "show stat -1 6 -1");
+  /** Backends (type 2), with servers (4) too when asked: frontends are of no use here. */
+  static showStat(scope: "backends" | "backends-and-servers"): RuntimeCommand {
+    return new RuntimeCommand("show-stat", `show stat -1 ${scope === "backends" ? 2 : 6} -1`);
+  }
+
+  /** One server's statistics, by the proxy and server ids of `show servers state`. */
+  static showServerStat(backendId: number, serverId: number): RuntimeCommand {
+    return new RuntimeCommand("show-stat", `show stat ${integerArg(backendId, 1, 2 ** 31)} 4 ${integerArg(serverId, 1, 2 ** 31)}`);
   }
 
   static showInfo(): RuntimeCommand {

@@ -40,6 +40,7 @@ export function benchmarkSections(backends: number, slotsPerBackend: number): st
 export interface InstanceConfigOptions {
   adminSocket: string;
   sections: string;
+  quiet?: boolean;
   /** Emit a frontend on 127.0.0.1:<port> sending to this backend; both or neither. */
   frontend?: { port: number; defaultBackend: string };
 }
@@ -55,6 +56,7 @@ export function instanceConfig(options: InstanceConfigOptions): string {
     "    nbthread 1",
     // A fixed, modest limit so startup never depends on this machine's file-descriptor ulimit.
     "    maxconn 1000",
+    ...(options.quiet ? ["    quiet"] : []),
     "",
     "defaults",
     "    mode http",

@@ -19,6 +19,8 @@ export interface HaproxyOptions {
   /** The backend the test frontend sends to (default: none, frontend omitted). */
   defaultBackend?: string;
   /** Start in master-worker mode with a master socket too (`-W -S <dir>/master.sock`). */
+  /** `quiet`: no warning per server state change on stderr (benchmarks change 10,000). */
+  quiet?: boolean;
   masterWorker?: boolean;
 }
 
@@ -71,7 +73,7 @@ export async function startHaproxy(options: HaproxyOptions): Promise<RunningHapr
         : { port: frontendPort, defaultBackend: options.defaultBackend };
     await writeFile(
       paths.configPath,
-      instanceConfig({ adminSocket: paths.socket, sections: options.sections, ...(frontend ? { frontend } : {}) }),
+      instanceConfig({ adminSocket: paths.socket, sections: options.sections, quiet: options.quiet ?? false, ...(frontend ? { frontend } : {}) }),
     );
     const instance = new HaproxyInstance(paths, frontendPort);
     try {

@@ -54,7 +54,9 @@ describe("RuntimeCommand builders: exact command texts", () => {
     ["deleteServer", () => RuntimeCommand.deleteServer(BE, SRV), "del-server", "del server be_app/srv-1.a"],
     ["enableHealth", () => RuntimeCommand.enableHealth(BE, SRV), "enable-health", "enable health be_app/srv-1.a"],
     ["showServersState", () => RuntimeCommand.showServersState(), "show-servers-state", "show servers state"],
-    ["showStat", () => RuntimeCommand.showStat(), "show-stat", "show stat -1 6 -1"],
+    ["showStat of backends", () => RuntimeCommand.showStat("backends"), "show-stat", "show stat -1 2 -1"],
+    ["showStat of backends and servers", () => RuntimeCommand.showStat("backends-and-servers"), "show-stat", "show stat -1 6 -1"],
+    ["showServerStat", () => RuntimeCommand.showServerStat(3, 12), "show-stat", "show stat 3 4 12"],
     ["showInfo", () => RuntimeCommand.showInfo(), "show-info", "show info"],
     ["showBackend", () => RuntimeCommand.showBackend(), "show-backend", "show backend"],
   ])("%s", (_label, build, kind, text) => {
@@ -68,7 +70,7 @@ describe("RuntimeCommand builders: exact command texts", () => {
 describe("RuntimeCommand.isRead", () => {
   it.each<[() => RuntimeCommand, boolean]>([
     [() => RuntimeCommand.showServersState(), true],
-    [() => RuntimeCommand.showStat(), true],
+    [() => RuntimeCommand.showStat("backends"), true],
     [() => RuntimeCommand.showInfo(), true],
     [() => RuntimeCommand.showBackend(), true],
     [() => RuntimeCommand.setAddress(BE, SRV, V4, PORT), false],
@@ -187,7 +189,7 @@ describe("classifyReply", () => {
     ["set weight (empty reply)", SET_WEIGHT, ""],
     ["enable health (empty reply)", ENABLE_HEALTH, ""],
     ["show servers state", RuntimeCommand.showServersState(), "1\n# be_id be_name srv_id"],
-    ["show stat, even an empty reply", RuntimeCommand.showStat(), ""],
+    ["show stat, even an empty reply", RuntimeCommand.showStat("backends"), ""],
     ["show info, even an error text (its parser judges)", RuntimeCommand.showInfo(), "Unknown command."],
     ["show backend", RuntimeCommand.showBackend(), "# name\nbe_app"],
   ])("ok: %s", (_label, command, text) => {

@@ -20,7 +20,8 @@ interface ServerSpec {
   admin?: number;
   weight?: number;
   iweight?: number;
-  sessions?: number;
+  /** null: not read (HAProxy's stat row missing). */
+  sessions?: number | null;
   check?: boolean;
 }
 
@@ -45,7 +46,7 @@ function observe(backends: Record<string, { algorithm?: string; servers: ServerS
         port: server.port ?? 80,
         columns: {},
       });
-      stats.push(statRow(backend, server.name, null, server.sessions ?? 0));
+      if (server.sessions !== null) stats.push(statRow(backend, server.name, null, server.sessions ?? 0));
     });
   });
   return buildObservedState(Object.keys(backends), rows, stats);
@@ -206,6 +207,12 @@ describe("removing servers", () => {
     const plan = planChanges(stillWanted, draining(0), ledger({ [key]: { state: "drain", endpoint: "10.0.0.1:80", since: OPTIONS.now - 1_000 } }), OPTIONS);
     expect(commands(plan)).toEqual(["set server be/srv1 state maint"]);
     expect(plan.steps[0]!.ledger).toEqual({ state: "maint", endpoint: "10.0.0.1:80", since: OPTIONS.now - 1_000 });
+  });
+
+  it("waits for the drain period when the sessions could not be read", () => {
+    const plan = planChanges(stillWanted, observe({ be: { servers: [{ name: "srv1", addr: "10.0.0.1", admin: DRAIN, sessions: null }] } }), ledger({ [key]: { state: "drain", endpoint: "10.0.0.1:80", since: OPTIONS.now - 1_000 } }), OPTIONS);
+    expect(plan.steps.map((step) => step.action)).toEqual(["add-server"]);
+    expect(plan.nextCheckAt).toBe(OPTIONS.now + 4_000);
   });
 
   it("puts its own drained server in maintenance when the drain period is over, sessions or not", () => {

@@ -1,4 +1,4 @@
-import { columnIndexes, lineError, quote, readHeader, replyLines, TableRow, type Header } from "./fields.js";
+import { columnIndexes, lineError, quote, readHeader, replyLines, LazyColumns, TableRow, type Header } from "./fields.js";
 
 const COMMAND = "show servers state";
 const FORMAT_VERSION = "1";
@@ -81,7 +81,7 @@ function splitStateLine(line: string, lineNumber: number): string[] {
 }
 
 function toServerState(row: TableRow, at: Columns): ServerStateRow {
-  return {
+  return Object.assign(new LazyColumns(row), {
     backendId: row.integer(at.be_id),
     backend: row.text(at.be_name),
     serverId: row.integer(at.srv_id),
@@ -94,8 +94,7 @@ function toServerState(row: TableRow, at: Columns): ServerStateRow {
     checkState: row.integer(at.srv_check_state),
     fqdn: row.optionalText(at.srv_fqdn, "-"),
     port: at.srv_port === undefined ? null : readPort(row, at.srv_port),
-    columns: row.columns(),
-  };
+  });
 }
 
 /** HAProxy stores a port in 16 bits, so anything larger cannot be what it printed. */

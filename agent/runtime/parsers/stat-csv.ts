@@ -1,4 +1,4 @@
-import { columnIndexes, lineError, quote, readHeader, replyLines, TableRow, type Header } from "./fields.js";
+import { columnIndexes, lineError, quote, readHeader, replyLines, LazyColumns, TableRow, type Header } from "./fields.js";
 
 const COMMAND = "show stat";
 const HEADER_PREFIX = "# ";
@@ -57,7 +57,7 @@ function splitCsvLine(line: string, lineNumber: number): string[] {
 }
 
 function toStatRow(row: TableRow, at: Columns): StatRow {
-  return {
+  return Object.assign(new LazyColumns(row), {
     proxy: row.text(at.pxname),
     service: row.text(at.svname),
     type: row.integer(at.type),
@@ -67,6 +67,5 @@ function toStatRow(row: TableRow, at: Columns): StatRow {
     address: row.optionalText(at.addr, ""),
     algorithm: row.optionalText(at.algo, ""),
     checkStatus: row.optionalText(at.check_status, ""),
-    columns: row.columns(),
-  };
+  });
 }
