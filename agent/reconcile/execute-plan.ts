@@ -1,6 +1,6 @@
 import type { RuntimeCommand } from "../runtime/commands.js";
 import type { CommandReply, FailureReason } from "../runtime/reply.js";
-import type { RuntimeClient } from "../runtime/runtime-client.js";
+import type { CommandRunner } from "../runtime/runtime-client.js";
 import type { PlanStep, StepAction } from "./planner.js";
 
 export type StepOutcome =
@@ -15,7 +15,7 @@ const REMOVALS = new Set<StepAction>(["drain", "maint", "delete"]);
  * commands of the steps whose preparation succeeded. A backend where any new server could
  * not be placed keeps its old servers this time (make before break).
  */
-export async function executePlan(client: RuntimeClient, steps: readonly PlanStep[]): Promise<StepOutcome[]> {
+export async function executePlan(client: CommandRunner, steps: readonly PlanStep[]): Promise<StepOutcome[]> {
   const failures = new Map<PlanStep, StepOutcome>();
   await runPhase(client, steps, (step) => step.prepare, failures);
 
@@ -35,7 +35,7 @@ export function isDynamicRefusal(outcome: StepOutcome): boolean {
   return !outcome.ok && "reason" in outcome && outcome.reason === "dynamic-servers-refused";
 }
 
-async function runPhase(client: RuntimeClient, steps: readonly PlanStep[], commandsOf: (step: PlanStep) => RuntimeCommand[], failures: Map<PlanStep, StepOutcome>): Promise<void> {
+async function runPhase(client: CommandRunner, steps: readonly PlanStep[], commandsOf: (step: PlanStep) => RuntimeCommand[], failures: Map<PlanStep, StepOutcome>): Promise<void> {
   const owners: PlanStep[] = [];
   const commands: RuntimeCommand[] = [];
   for (const step of steps) {

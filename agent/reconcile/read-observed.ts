@@ -2,7 +2,7 @@ import { RuntimeCommand } from "../runtime/commands.js";
 import { parseBackendList } from "../runtime/parsers/backend-list.js";
 import { parseServersState } from "../runtime/parsers/servers-state.js";
 import { parseStatCsv } from "../runtime/parsers/stat-csv.js";
-import type { RuntimeClient } from "../runtime/runtime-client.js";
+import type { CommandRunner } from "../runtime/runtime-client.js";
 import { adminMode, buildObservedState, type ObservedState } from "./observed-state.js";
 
 /**
@@ -10,7 +10,7 @@ import { adminMode, buildObservedState, type ObservedState } from "./observed-st
  * backend's algorithm, and sessions only for draining servers (a full `show stat` of 10,000
  * servers is 2 MB, most of a pass's time). `full` adds every server's status and sessions.
  */
-export async function readObservedState(client: RuntimeClient, detail: "plan" | "full" = "plan"): Promise<ObservedState> {
+export async function readObservedState(client: CommandRunner, detail: "plan" | "full" = "plan"): Promise<ObservedState> {
   const scope = detail === "full" ? "backends-and-servers" : "backends";
   // One pipelined batch, so that the views agree in time.
   const [backends, servers, stats] = await client.run([RuntimeCommand.showBackend(), RuntimeCommand.showServersState(), RuntimeCommand.showStat(scope)]);

@@ -5,6 +5,9 @@ import { Connection } from "./connection.js";
 import type { CommandReply } from "./reply.js";
 import { formatSocketAddress, type SocketAddress } from "./socket-address.js";
 
+/** The narrow view the reconciler needs: run a batch, get classified replies. */
+export type CommandRunner = Pick<RuntimeClient, "run">;
+
 export interface RuntimeClientOptions {
   connectTimeoutMs?: number;
   /** For a whole batch, however long; a 10,000-command batch takes well under a second. */

@@ -62,8 +62,8 @@ agent apply --desired "$dir/desired.json" --state-dir "$dir/state" --drain-perio
 agent show
 traffic
 
-step "scale down to 2 servers: the others drain, then go to maintenance; dynamic ones are deleted"
-desired 19005 19006
+step "scale down to 2 servers: the others drain, then maintenance (slots free again); dynamic servers are deleted"
+desired 19001 19002
 agent apply --desired "$dir/desired.json" --state-dir "$dir/state" --drain-period 1s
 agent show
 traffic

@@ -7,7 +7,7 @@ import { ConnectError, ConnectionLostError } from "../../agent/errors.js";
 import { parseServersState } from "../../agent/runtime/parsers/servers-state.js";
 import { startHaproxy, type RunningHaproxy } from "../support/haproxy.js";
 import { templateBackend } from "../support/haproxy-config.js";
-import { summary } from "../support/apply.js";
+import { applyDesired, summary } from "../support/apply.js";
 
 let haproxy: RunningHaproxy | undefined;
 let client: RuntimeClient | undefined;
@@ -77,5 +77,15 @@ describe("the Runtime API client on a real HAProxy", () => {
   it("names the socket when it cannot connect", async () => {
     client = new RuntimeClient(parseSocketAddress("/nonexistent/hafleet/admin.sock"), { connectTimeoutMs: 500 });
     await expect(client.run([RuntimeCommand.showInfo()])).rejects.toThrow(/cannot connect to HAProxy at \/nonexistent\/hafleet\/admin\.sock/);
+  });
+});
+
+describe("the Runtime API client over TCP", () => {
+  it("applies through a TCP admin socket as through a unix one", async () => {
+    haproxy = await startHaproxy({ sections: templateBackend("be_app", { slots: 2 }), tcpAdmin: true });
+    const report = await applyDesired(haproxy, { be_app: [{ address: "127.0.0.7", port: 8007 }] }, { client: (client = new RuntimeClient(parseSocketAddress(haproxy.tcpSocket!))) });
+    expect(report.socket).toBe(haproxy.tcpSocket);
+    expect(report.converged).toBe(true);
+    expect(summary(await haproxy.serversState("be_app"), "be_app").srv1).toBe("127.0.0.7:8007 admin=4 w=1");
   });
 });

@@ -41,6 +41,8 @@ export interface InstanceConfigOptions {
   adminSocket: string;
   sections: string;
   quiet?: boolean;
+  /** `127.0.0.1:PORT` for a second admin socket on TCP. */
+  tcpSocket?: string | null;
   /** Emit a frontend on 127.0.0.1:<port> sending to this backend; both or neither. */
   frontend?: { port: number; defaultBackend: string };
 }
@@ -50,6 +52,7 @@ export function instanceConfig(options: InstanceConfigOptions): string {
   const lines = [
     "global",
     `    stats socket ${options.adminSocket} mode 600 level admin`,
+    ...(options.tcpSocket ? [`    stats socket ipv4@${options.tcpSocket} level admin`] : []),
     // Long enough for a debugging pause, short enough not to pin idle test connections forever.
     "    stats timeout 2m",
     // Two cores run the tests, the product and several HAProxy instances at once.

@@ -19,9 +19,11 @@ export interface HaproxyOptions {
   /** The backend the test frontend sends to (default: none, frontend omitted). */
   defaultBackend?: string;
   /** Start in master-worker mode with a master socket too (`-W -S <dir>/master.sock`). */
+  masterWorker?: boolean;
   /** `quiet`: no warning per server state change on stderr (benchmarks change 10,000). */
   quiet?: boolean;
-  masterWorker?: boolean;
+  /** A second admin socket on TCP, 127.0.0.1 and a free port. */
+  tcpAdmin?: boolean;
 }
 
 export interface RunningHaproxy {
@@ -33,6 +35,8 @@ export interface RunningHaproxy {
   configPath: string;
   /** A free 127.0.0.1 port when defaultBackend was given. */
   frontendPort: number | null;
+  /** `127.0.0.1:PORT` of the TCP admin socket when tcpAdmin was asked for. */
+  tcpSocket: string | null;
   /** The process we spawned: in master-worker mode, the master. */
   pid(): number;
   /** Raw reply text of one command (independent of product code; uses raw-socket.ts). */
@@ -61,6 +65,7 @@ export async function startHaproxy(options: HaproxyOptions): Promise<RunningHapr
   installExitHook();
   try {
     const frontendPort = options.defaultBackend === undefined ? null : await freePort();
+    const tcpSocket = options.tcpAdmin ? `127.0.0.1:${await freePort()}` : null;
     const paths = {
       dir,
       socket: join(dir, "admin.sock"),
@@ -73,9 +78,9 @@ export async function startHaproxy(options: HaproxyOptions): Promise<RunningHapr
         : { port: frontendPort, defaultBackend: options.defaultBackend };
     await writeFile(
       paths.configPath,
-      instanceConfig({ adminSocket: paths.socket, sections: options.sections, quiet: options.quiet ?? false, ...(frontend ? { frontend } : {}) }),
+      instanceConfig({ adminSocket: paths.socket, sections: options.sections, quiet: options.quiet ?? false, tcpSocket, ...(frontend ? { frontend } : {}) }),
     );
-    const instance = new HaproxyInstance(paths, frontendPort);
+    const instance = new HaproxyInstance(paths, frontendPort, tcpSocket);
     try {
       await instance.launch();
     } catch (error) {
@@ -160,6 +165,7 @@ class HaproxyInstance implements RunningHaproxy {
   constructor(
     paths: InstancePaths,
     readonly frontendPort: number | null,
+    readonly tcpSocket: string | null,
   ) {
     this.dir = paths.dir;
     this.socket = paths.socket;
