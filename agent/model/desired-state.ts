@@ -1,5 +1,5 @@
 import { z } from "zod";
-import { InvalidInputError, type InputIssue } from "../errors.js";
+import { parseJsonWith, parseWith } from "./validate.js";
 import { addressSchema, endpointKey, nameSchema, portSchema, weightSchema } from "./values.js";
 
 export const desiredServerSchema = z.strictObject({
@@ -15,22 +15,20 @@ export const desiredBackendSchema = z
     name: nameSchema,
     servers: z.array(desiredServerSchema),
   })
-  .superRefine((backend, ctx) => {
-    const seen = new Map<string, number>();
-    backend.servers.forEach((server, index) => {
-      const key = endpointKey(server.address, server.port);
-      const first = seen.get(key);
-      if (first !== undefined) {
-        ctx.addIssue({
-          code: "custom",
-          path: ["servers", index],
-          message: `duplicates servers[${first}] (${key})`,
-          input: key,
-        });
-      }
-      seen.set(key, index);
-    });
+  .superRefine((backend, ctx) => refineUniqueServers(backend.servers, ctx));
+
+/** One server per address:port in a backend; shared with the wire format's backend. */
+export function refineUniqueServers(servers: readonly DesiredServer[], ctx: z.RefinementCtx): void {
+  const seen = new Map<string, number>();
+  servers.forEach((server, index) => {
+    const key = endpointKey(server.address, server.port);
+    const first = seen.get(key);
+    if (first !== undefined) {
+      ctx.addIssue({ code: "custom", path: ["servers", index], message: `duplicates servers[${first}] (${key})`, input: key });
+    }
+    seen.set(key, index);
   });
+}
 export type DesiredBackend = z.infer<typeof desiredBackendSchema>;
 
 export const desiredStateSchema = z
@@ -60,44 +58,10 @@ export type DesiredState = z.infer<typeof desiredStateSchema>;
  * on well-typed data), so a file with both shows its duplicates on the next try.
  */
 export function parseDesiredState(input: unknown, source: string): DesiredState {
-  const result = desiredStateSchema.safeParse(input);
-  if (!result.success) throw new InvalidInputError(source, issuesOf(result.error, input));
-  return result.data;
+  return parseWith(desiredStateSchema, input, source);
 }
 
 /** Parses the JSON text of a desired-state file. */
 export function parseDesiredStateJson(text: string, source: string): DesiredState {
-  let input: unknown;
-  try {
-    input = JSON.parse(text);
-  } catch (error) {
-    throw new InvalidInputError(source, [{ path: "", message: `not valid JSON: ${(error as Error).message}` }]);
-  }
-  return parseDesiredState(input, source);
-}
-
-/** Turns zod's issues into ours, with the offending value looked up in the input. */
-export function issuesOf(error: z.ZodError, input: unknown): InputIssue[] {
-  return error.issues.map((issue) => {
-    const path = formatPath(issue.path);
-    const value = issue.code === "unrecognized_keys" ? undefined : valueAt(input, issue.path);
-    const message = issue.code === "unrecognized_keys" ? `unknown field(s) ${issue.keys.join(", ")}` : issue.message;
-    return value === undefined ? { path, message } : { path, message, value };
-  });
-}
-
-function formatPath(path: readonly PropertyKey[]): string {
-  return path.reduce<string>((text, key) => {
-    if (typeof key === "number") return `${text}[${key}]`;
-    return text === "" ? String(key) : `${text}.${String(key)}`;
-  }, "");
-}
-
-function valueAt(input: unknown, path: readonly PropertyKey[]): unknown {
-  let node: unknown = input;
-  for (const key of path) {
-    if (node === null || typeof node !== "object") return undefined;
-    node = (node as Record<PropertyKey, unknown>)[key];
-  }
-  return node;
+  return parseJsonWith(desiredStateSchema, text, source);
 }

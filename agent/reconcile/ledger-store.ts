@@ -1,7 +1,7 @@
-import { mkdir, readFile, rename, writeFile } from "node:fs/promises";
+import { readFile } from "node:fs/promises";
 import { join } from "node:path";
-import { InvalidInputError } from "../errors.js";
-import { issuesOf } from "../model/desired-state.js";
+import { writeFileAtomic } from "../files/write-file-atomic.js";
+import { parseJsonWith } from "../model/validate.js";
 import { ledgerFileSchema, type Ledger, type LedgerEntry } from "./ledger.js";
 
 /**
@@ -26,22 +26,10 @@ export class LedgerStore {
       if ((error as NodeJS.ErrnoException).code === "ENOENT") return new Map();
       throw error;
     }
-    let input: unknown;
-    try {
-      input = JSON.parse(text);
-    } catch (error) {
-      throw new InvalidInputError(this.path, [{ path: "", message: `not valid JSON: ${(error as Error).message}` }]);
-    }
-    const parsed = ledgerFileSchema.safeParse(input);
-    if (!parsed.success) throw new InvalidInputError(this.path, issuesOf(parsed.error, input));
-    return new Map(Object.entries(parsed.data.entries));
+    return new Map(Object.entries(parseJsonWith(ledgerFileSchema, text, this.path).entries));
   }
 
-  /** Atomic: a crash mid-write leaves the previous ledger, never half a file. */
   async save(ledger: Ledger): Promise<void> {
-    await mkdir(join(this.path, ".."), { recursive: true });
-    const temporary = `${this.path}.${process.pid}.tmp`;
-    await writeFile(temporary, JSON.stringify({ socket: this.socket, entries: Object.fromEntries(ledger) }, null, 2) + "\n");
-    await rename(temporary, this.path);
+    await writeFileAtomic(this.path, JSON.stringify({ socket: this.socket, entries: Object.fromEntries(ledger) }, null, 2) + "\n");
   }
 }

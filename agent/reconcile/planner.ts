@@ -10,6 +10,8 @@ export interface PlanOptions {
   drainMs: number;
   /** Let a desired backend with no servers empty a backend that serves traffic. */
   allowEmpty: boolean;
+  /** The same, for these backends only (the controller's per-backend `allow_empty`). */
+  allowEmptyBackends?: ReadonlySet<string>;
   /** Backends whose HAProxy already refused `add server` (hash-based balance, for instance). */
   refusesDynamic?: ReadonlySet<string>;
 }
@@ -115,7 +117,8 @@ function planBackend(
   const wanted = new Map(backend.servers.map((server) => [endpointKey(server.address, server.port), server]));
   const views = viewServers(backend.name, current, ledger, report, usedLedgerKeys);
 
-  if (backend.servers.length === 0 && !options.allowEmpty && views.some((view) => view.server.admin === "ready")) {
+  const mayEmpty = options.allowEmpty || options.allowEmptyBackends?.has(backend.name) === true;
+  if (backend.servers.length === 0 && !mayEmpty && views.some((view) => view.server.admin === "ready")) {
     // An empty set from upstream is far more often a fault than an intent.
     report.unplaced.push({ endpoint: "*", reason: "empty-refused" });
     return { steps, report };

@@ -1,3 +1,6 @@
+import { expect } from "vitest";
+import { InvalidInputError, type InputIssue } from "../../agent/errors.js";
+
 /** What `run` threw, or undefined: for asserting on an error's fields, not just its message. */
 export function caught(run: () => unknown): unknown {
   try {
@@ -18,4 +21,20 @@ export function seededRandom(seed: number): () => number {
     t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
     return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
   };
+}
+
+/** Runs `run`, which must throw InvalidInputError from `source` with exactly `issues`, and return nothing. */
+export function expectInvalid(run: () => unknown, issues: InputIssue[], source: string): InvalidInputError {
+  let returned: unknown;
+  const error = caught(() => {
+    returned = run();
+  });
+  expect(returned).toBeUndefined();
+  expect(error).toBeInstanceOf(InvalidInputError);
+  const invalid = error as InvalidInputError;
+  expect(invalid.code).toBe("HAFLEET_INVALID_INPUT");
+  expect(invalid.name).toBe("InvalidInputError");
+  expect(invalid.source).toBe(source);
+  expect(invalid.issues).toEqual(issues);
+  return invalid;
 }

@@ -122,11 +122,11 @@ describe("RuntimeCommand: the last-line guard refuses values that escaped valida
     expect(() => RuntimeCommand.setAddress(BE, SRV, address, PORT)).toThrow(UNSAFE);
   });
 
-  it.each<[string, unknown, string]>([
-    ["a string with ';'", "80;show info", "80;show info"],
-    ["a string with a newline", "80\nshow info", "80\nshow info"],
-    ["1e21 (printed with '+')", 1e21, "1e+21"],
-  ])("port: %s", (_label, value, printed) => {
+  it.each<[string, unknown]>([
+    ["a string with ';'", "80;show info"],
+    ["a string with a newline", "80\nshow info"],
+    ["1e21 (printed with '+')", 1e21],
+  ])("port: %s", (_label, value) => {
     const port = value as Port;
     expect(() => RuntimeCommand.setAddress(BE, SRV, V4, port)).toThrow(UNSAFE);
     expect(() => RuntimeCommand.addServer(BE, SRV, V4, port, { check: false })).toThrow(UNSAFE);

@@ -1,25 +1,14 @@
 import { describe, expect, it } from "vitest";
 import { InvalidInputError, type InputIssue } from "../../agent/errors.js";
 import { parseDesiredState, parseDesiredStateJson, type DesiredState } from "../../agent/model/desired-state.js";
-import { caught } from "../support/helpers.js";
+import { caught, expectInvalid as expectInvalidFrom } from "../support/helpers.js";
 
 const SOURCE = "desired.json";
 
-/** Runs `run`, which must throw InvalidInputError from SOURCE with exactly `issues`; returns it. */
 function expectInvalid(run: () => DesiredState, issues: InputIssue[]): InvalidInputError {
-  let returned: DesiredState | undefined;
-  const error = caught(() => {
-    returned = run();
-  });
-  expect(returned).toBeUndefined();
-  expect(error).toBeInstanceOf(InvalidInputError);
-  const invalid = error as InvalidInputError;
-  expect(invalid.code).toBe("HAFLEET_INVALID_INPUT");
-  expect(invalid.name).toBe("InvalidInputError");
-  expect(invalid.source).toBe(SOURCE);
-  expect(invalid.issues).toEqual(issues);
-  return invalid;
+  return expectInvalidFrom(run, issues, SOURCE);
 }
+
 
 /** A document with one backend `be` holding `servers`. */
 function withServers(...servers: unknown[]): unknown {

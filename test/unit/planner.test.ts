@@ -254,6 +254,10 @@ describe("removing servers", () => {
     expect(refused.backends[0]!.unplaced).toEqual([{ endpoint: "*", reason: "empty-refused" }]);
     const allowed = planChanges(desired({ be: [] }), observed, new Map(), { ...OPTIONS, allowEmpty: true });
     expect(commands(allowed)).toEqual(["set server be/srv1 state drain"]);
+    const allowedHere = planChanges(desired({ be: [] }), observed, new Map(), { ...OPTIONS, allowEmptyBackends: new Set(["be"]) });
+    expect(commands(allowedHere)).toEqual(["set server be/srv1 state drain"]);
+    const allowedElsewhere = planChanges(desired({ be: [] }), observed, new Map(), { ...OPTIONS, allowEmptyBackends: new Set(["other"]) });
+    expect(allowedElsewhere.steps).toEqual([]);
   });
 
   it("on a backend with no slot to grow into, keeps the last serving server until a new one is up", () => {

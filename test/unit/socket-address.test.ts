@@ -1,20 +1,12 @@
 import { describe, expect, it } from "vitest";
 import { parseDuration } from "../../agent/cli/args.js";
-import { InvalidInputError, type InputIssue } from "../../agent/errors.js";
+import type { InputIssue } from "../../agent/errors.js";
 import { formatSocketAddress, parseSocketAddress, type SocketAddress } from "../../agent/runtime/socket-address.js";
-import { caught } from "../support/helpers.js";
+import { caught, expectInvalid as expectInvalidFrom } from "../support/helpers.js";
 
+/** Argument order of this file's tables: where the error comes from, then what it says. */
 function expectInvalid(run: () => unknown, source: string, issues: InputIssue[]): void {
-  let returned: unknown;
-  const error = caught(() => {
-    returned = run();
-  });
-  expect(returned).toBeUndefined();
-  expect(error).toBeInstanceOf(InvalidInputError);
-  const invalid = error as InvalidInputError;
-  expect(invalid.code).toBe("HAFLEET_INVALID_INPUT");
-  expect(invalid.source).toBe(source);
-  expect(invalid.issues).toEqual(issues);
+  expectInvalidFrom(run, issues, source);
 }
 
 describe("parseSocketAddress", () => {

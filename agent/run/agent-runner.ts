@@ -1,0 +1,280 @@
+import type { Logger } from "pino";
+import type { StepAction } from "../reconcile/planner.js";
+import { helloSchema, parseMessage, type BackendResult, type DesiredPush, type Hello, type ObservedReport } from "../../proto/messages.js";
+import type { Applier, SocketApply } from "./applier.js";
+import { backendFailures, backendResults, refusedResults } from "./backend-results.js";
+import { ControllerLink, type ControllerInput, type LinkSession } from "./controller-link.js";
+import { appliedVersions, emptyDesiredSet, LocalStore, markApplied, mergePush, type DesiredSet } from "./local-store.js";
+import { observedReport } from "./observed-report.js";
+
+export interface AgentRunnerOptions {
+  agentId: string;
+  labels: Readonly<Record<string, string>>;
+  hafleetVersion: string;
+  /** HOST:PORT of the controllers, tried in order. */
+  controllers: readonly string[];
+  applier: Applier;
+  stateDir: string;
+  /** Reconcile the stored desired state this often, whatever the controller does. */
+  resyncMs: number;
+  heartbeatMs?: number;
+  deadAfterMs?: number;
+  /** How often to ask each HAProxy whether it is the same process (a restart loses runtime changes). */
+  probeMs?: number;
+  /** While drains run, how often to look whether they are done (at the latest when one is due). */
+  drainPollMs?: number;
+  connectTimeoutMs?: number;
+  backoff?: { initialMs: number; maxMs: number };
+  logger: Logger;
+}
+
+type ApplyKind = "startup" | "resync" | "reconnect" | "drain-check";
+
+/** Changes that only finish a drain hafleet started: routine, not drift. */
+const DRAIN_FOLLOW_UPS = new Set<StepAction>(["maint", "delete"]);
+
+/**
+ * Servers a reconcile of an unchanged desired state had to change: HAProxy was restarted or
+ * someone changed them by hand. One entry per server and socket.
+ */
+export function repairedServers(sockets: readonly SocketApply[]): Array<{ socket: string; backend: string; server: string; action: StepAction; endpoint: string | null }> {
+  const repaired = new Map<string, { socket: string; backend: string; server: string; action: StepAction; endpoint: string | null }>();
+  for (const socket of sockets) {
+    if ("error" in socket) continue;
+    for (const outcome of socket.outcomes) {
+      const { step } = outcome;
+      const key = `${socket.socket}\n${step.backend}/${step.server}`;
+      if (!outcome.ok || DRAIN_FOLLOW_UPS.has(step.action) || repaired.has(key)) continue;
+      repaired.set(key, { socket: socket.socket, backend: step.backend, server: step.server, action: step.action, endpoint: step.endpoint });
+    }
+  }
+  return [...repaired.values()];
+}
+
+/**
+ * The agent's run mode: the stored desired state applied at start (before any controller is
+ * reachable), then kept in step with the controller's pushes, re-applied periodically and
+ * whenever an HAProxy comes back. One apply at a time, in arrival order.
+ */
+export class AgentRunner {
+  private readonly log: Logger;
+  private readonly store: LocalStore;
+  private readonly link: ControllerLink;
+  private desired: DesiredSet = emptyDesiredSet();
+  private observed: ObservedReport = observedReport([], [], { repaired: false });
+  private session: LinkSession | null = null;
+  /** The digest of the last report sent on the current stream. */
+  private sentDigest: string | null = null;
+  private queue: Promise<void> = Promise.resolve();
+  private resyncQueued = false;
+  private stopping = false;
+  private started = false;
+  private probing: Promise<void> | null = null;
+  private readonly socketErrors = new Map<string, string>();
+  private resyncTimer: NodeJS.Timeout | null = null;
+  private probeTimer: NodeJS.Timeout | null = null;
+  private drainTimer: NodeJS.Timeout | null = null;
+
+  constructor(private readonly options: AgentRunnerOptions) {
+    // Checked here, not by the controller after connecting: a bad id would only loop.
+    parseMessage(helloSchema.pick({ agentId: true, labels: true }), { agentId: options.agentId, labels: options.labels }, "agent identity");
+    this.log = options.logger.child({ agent: options.agentId });
+    this.store = new LocalStore(options.stateDir, this.log);
+    this.link = new ControllerLink(
+      {
+        hello: () => this.hello(),
+        opened: (session) => this.opened(session),
+        received: (input, session) => this.received(input, session),
+        closed: (session) => {
+          if (this.session === session) this.session = null;
+        },
+      },
+      {
+        addresses: options.controllers,
+        heartbeatMs: options.heartbeatMs ?? 5_000,
+        deadAfterMs: options.deadAfterMs ?? 15_000,
+        logger: this.log,
+        ...(options.connectTimeoutMs === undefined ? {} : { connectTimeoutMs: options.connectTimeoutMs }),
+        ...(options.backoff === undefined ? {} : { backoff: options.backoff }),
+      },
+    );
+  }
+
+  /** Applies the stored state, then connects; resolves once the stored state was applied. */
+  async start(): Promise<void> {
+    if (this.started) throw new Error("AgentRunner.start() called twice");
+    this.started = true;
+    this.desired = await this.store.load();
+    this.log.info({ backends: this.desired.backends.size, version: this.desired.version, file: this.store.path }, "stored desired state loaded, applying it");
+    await this.enqueue(() => this.resync("startup"));
+    if (this.stopping) return;
+    this.link.start();
+    this.resyncTimer = setInterval(() => this.requestResync("resync"), this.options.resyncMs);
+    this.probeTimer = setInterval(() => this.probe(), this.options.probeMs ?? 1_000);
+  }
+
+  /** The apply under way finishes; waiting pushes are dropped (the controller resends them). */
+  async stop(): Promise<void> {
+    this.stopping = true;
+    for (const timer of [this.resyncTimer, this.probeTimer]) if (timer) clearInterval(timer);
+    if (this.drainTimer) clearTimeout(this.drainTimer);
+    await this.link.stop();
+    await this.queue;
+    await this.probing;
+    this.options.applier.close();
+  }
+
+  private async hello(): Promise<Hello> {
+    const sockets = await this.options.applier.inventory();
+    return {
+      agentId: this.options.agentId,
+      labels: { ...this.options.labels },
+      hafleetVersion: this.options.hafleetVersion,
+      sockets,
+      appliedVersions: appliedVersions(this.desired),
+    };
+  }
+
+  private opened(session: LinkSession): void {
+    this.session = session;
+    this.sentDigest = null;
+    this.sendObserved();
+  }
+
+  private received(input: Extract<ControllerInput, { kind: "push" | "invalid-push" }>, session: LinkSession): void {
+    if (input.kind === "push") void this.enqueue(() => this.applyPush(input.push, session));
+    else void this.enqueue(async () => this.respond(session, input.nonce, refusedResults(input.backends, input.error, this.appliedVersionOf)));
+  }
+
+  private enqueue(task: () => Promise<void>): Promise<void> {
+    const run = this.queue.then(async () => {
+      if (this.stopping) return;
+      try {
+        await task();
+      } catch (error) {
+        this.log.error({ err: error }, "apply failed unexpectedly");
+      }
+    });
+    this.queue = run;
+    return run;
+  }
+
+  private requestResync(kind: ApplyKind): void {
+    if (this.resyncQueued || this.stopping) return;
+    this.resyncQueued = true;
+    void this.enqueue(async () => {
+      this.resyncQueued = false;
+      await this.resync(kind);
+    });
+  }
+
+  private async applyPush(push: DesiredPush, session: LinkSession): Promise<void> {
+    const log = this.log.child({ nonce: push.nonce, version: push.version });
+    const merged = mergePush(this.desired, push);
+    try {
+      await this.store.save(merged);
+    } catch (error) {
+      // Applying what cannot be stored would be lost at the next restart: refuse it whole.
+      const reason = `not applied: the agent cannot store its desired state in ${this.store.path} (${(error as Error).message})`;
+      log.error({ err: error }, "cannot store the pushed desired state; push refused");
+      this.respond(session, push.nonce, refusedResults(push.backends, reason, this.appliedVersionOf));
+      return;
+    }
+    this.desired = merged;
+    log.info({ backends: push.backends.map((backend) => backend.name), removed: push.removedBackends }, "push stored, applying");
+    const failures = await this.apply(false);
+    const results = backendResults(push.backends, failures, this.appliedVersionOf);
+    for (const result of results) {
+      if (result.error === "") log.info({ backend: result.backend, version: result.version }, "backend applied");
+      else log.warn({ backend: result.backend, version: result.version, appliedVersion: result.appliedVersion, error: result.error }, "backend not applied: nack");
+    }
+    this.respond(session, push.nonce, results);
+    this.sendObserved();
+  }
+
+  /**
+   * Not awaited: a controller that stops reading must not hold up the applies behind this one.
+   * The stream keeps the order; a response to a push from a stream now closed is dropped.
+   */
+  private respond(session: LinkSession, nonce: string, results: BackendResult[]): void {
+    void session.send({ response: { nonce, results } });
+  }
+
+  private async resync(kind: ApplyKind): Promise<void> {
+    await this.apply(true, (reports) => {
+      for (const { socket, backend, server, action, endpoint } of repairedServers(reports)) {
+        this.log.warn({ kind, socket, backend, server, action, endpoint }, "drift: HAProxy did not run the desired state; repaired");
+      }
+    });
+    this.sendObserved();
+  }
+
+  /** Applies the desired set everywhere; records what succeeded; returns backend -> error. */
+  private async apply(repaired: boolean, inspect?: (reports: SocketApply[]) => void): Promise<Map<string, string>> {
+    const desired = this.desired;
+    const reports = await this.options.applier.apply(desired);
+    this.noteSocketErrors(reports);
+    inspect?.(reports);
+    const failures = backendFailures(desired.backends.keys(), reports);
+    const marked = markApplied(desired, failures);
+    if (marked !== desired) {
+      this.desired = marked;
+      try {
+        await this.store.save(marked);
+      } catch (error) {
+        this.log.error({ err: error, file: this.store.path }, "cannot store applied versions");
+      }
+    }
+    this.scheduleDrainCheck(reports);
+    this.observed = observedReport([...desired.backends.values()], reports, { repaired });
+    return failures;
+  }
+
+  private readonly appliedVersionOf = (backend: string): string => this.desired.backends.get(backend)?.appliedVersion ?? "";
+
+  private sendObserved(): void {
+    const session = this.session;
+    if (session === null || !session.open || this.observed.digest === this.sentDigest) return;
+    this.sentDigest = this.observed.digest;
+    void session.send({ observed: this.observed });
+  }
+
+  /** Logs a socket's failure when it starts or changes, and its recovery: not every resync. */
+  private noteSocketErrors(reports: readonly SocketApply[]): void {
+    for (const report of reports) {
+      const previous = this.socketErrors.get(report.socket);
+      if ("error" in report) {
+        if (previous !== report.error) this.log.error({ socket: report.socket, err: report.error }, "cannot apply to this HAProxy");
+        this.socketErrors.set(report.socket, report.error);
+      } else if (previous !== undefined) {
+        this.socketErrors.delete(report.socket);
+        this.log.info({ socket: report.socket }, "HAProxy reachable again");
+      }
+    }
+  }
+
+  /** Drains end on their own clock: come back when the first is due, or sooner to catch idle ones. */
+  private scheduleDrainCheck(reports: readonly SocketApply[]): void {
+    if (this.drainTimer) clearTimeout(this.drainTimer);
+    this.drainTimer = null;
+    const due = reports.flatMap((report) => ("error" in report || report.final.nextCheckAt === null ? [] : [report.final.nextCheckAt]));
+    if (due.length === 0 || this.stopping) return;
+    const delay = Math.max(0, Math.min(Math.min(...due) - Date.now(), this.options.drainPollMs ?? 2_000));
+    this.drainTimer = setTimeout(() => this.requestResync("drain-check"), delay);
+  }
+
+  private probe(): void {
+    if (this.probing || this.stopping) return;
+    this.probing = (async () => {
+      try {
+        const back = await this.options.applier.reconnected();
+        for (const socket of back) this.log.info({ socket }, "HAProxy is back (reconnected, or a new process): reconciling");
+        if (back.length > 0) this.requestResync("reconnect");
+      } catch (error) {
+        this.log.warn({ err: error }, "HAProxy probe failed");
+      }
+    })().finally(() => {
+      this.probing = null;
+    });
+  }
+}

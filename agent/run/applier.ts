@@ -1,0 +1,177 @@
+import type { Logger } from "pino";
+import { HafleetError } from "../errors.js";
+import type { DesiredState } from "../model/desired-state.js";
+import { LedgerStore } from "../reconcile/ledger-store.js";
+import type { ObservedState } from "../reconcile/observed-state.js";
+import { readObservedState } from "../reconcile/read-observed.js";
+import { reconcileSocket, type SocketReport } from "../reconcile/reconciler.js";
+import { RuntimeCommand } from "../runtime/commands.js";
+import { parseInfo } from "../runtime/parsers/info.js";
+import { RuntimeClient, type RuntimeClientOptions } from "../runtime/runtime-client.js";
+import type { SocketAddress } from "../runtime/socket-address.js";
+import { LIMITS, type Hello } from "../../proto/messages.js";
+import type { DesiredSet } from "./local-store.js";
+
+/** A socket whose HAProxy could not be read or changed at all: nothing is known of it. */
+export interface SocketFailure {
+  socket: string;
+  error: string;
+}
+
+export type SocketApply = SocketReport | SocketFailure;
+
+export type SocketInventory = Hello["sockets"][number];
+
+/**
+ * What the run loop needs from the HAProxy side. The real one talks to HAProxy; a benchmark
+ * or a test can put a simulated one behind the real gRPC code.
+ */
+export interface Applier {
+  /** Makes every socket run the desired set; never throws for one socket's failure. */
+  apply(desired: DesiredSet): Promise<SocketApply[]>;
+  /** Per socket, its backends' capacity, for the hello. */
+  inventory(): Promise<Hello["sockets"]>;
+  /**
+   * Sockets whose HAProxy came back since last seen (reachable again, or a new process): it
+   * may have lost what was applied, so the caller reconciles again.
+   */
+  reconnected(): Promise<string[]>;
+  close(): void;
+}
+
+/** The reconciler's input: backends sorted by name, and those allowed to be emptied. */
+export function toReconcileInput(set: DesiredSet): { desired: DesiredState; allowEmptyBackends: Set<string> } {
+  const backends = [...set.backends.values()].sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+  return {
+    desired: { version: set.version, backends: backends.map((backend) => ({ name: backend.name, servers: backend.servers })) },
+    allowEmptyBackends: new Set(backends.filter((backend) => backend.allowEmpty).map((backend) => backend.name)),
+  };
+}
+
+/** Balance algorithms on which HAProxy refuses `add server`, as the planner knows them. */
+const STATIC_ALGORITHMS = new Set(["static-rr"]);
+
+export function inventoryOf(socket: string, observed: ObservedState): SocketInventory {
+  const backends = [...observed.values()]
+    // The wire limits names to 256 characters; HAProxy's own limit is far above any real name.
+    .filter((backend) => backend.rawName.length <= 256)
+    .slice(0, LIMITS.backends)
+    .map((backend) => ({
+      name: backend.rawName,
+      slots: backend.servers.length,
+      serving: backend.servers.filter((server) => server.admin === "ready").length,
+      dynamic: backend.algorithm === null || !STATIC_ALGORITHMS.has(backend.algorithm),
+    }));
+  return { socket, backends };
+}
+
+export interface RuntimeApplierOptions {
+  sockets: readonly SocketAddress[];
+  stateDir: string;
+  drainMs: number;
+  logger: Logger;
+  client?: Omit<RuntimeClientOptions, "logger">;
+  /** A hello should not wait long for one slow HAProxy. */
+  inventoryTimeoutMs?: number;
+}
+
+interface SocketState {
+  client: RuntimeClient;
+  ledger: LedgerStore;
+  /** HAProxy's pid as last seen; null: unreachable then; undefined: never asked. */
+  identity: string | null | undefined;
+}
+
+/** One long-lived RuntimeClient per socket, and its ledger in the state dir. */
+export class RuntimeApplier implements Applier {
+  private readonly sockets: SocketState[];
+
+  constructor(private readonly options: RuntimeApplierOptions) {
+    this.sockets = options.sockets.map((address) => {
+      const client = new RuntimeClient(address, { ...options.client, logger: options.logger });
+      return { client, ledger: new LedgerStore(options.stateDir, client.name), identity: undefined };
+    });
+  }
+
+  apply(set: DesiredSet): Promise<SocketApply[]> {
+    const { desired, allowEmptyBackends } = toReconcileInput(set);
+    const reconcileOptions = {
+      drainMs: this.options.drainMs,
+      // A response must not wait for drains: they do not make a nack, and the caller comes
+      // back for them when the earliest one is due.
+      waitMs: 0,
+      pollMs: 250,
+      allowEmpty: false,
+      allowEmptyBackends,
+      dryRun: false,
+      logger: this.options.logger,
+    };
+    return Promise.all(
+      this.sockets.map(async (socket): Promise<SocketApply> => {
+        socket.identity = await identify(socket.client);
+        try {
+          return await reconcileSocket(socket.client, desired, socket.ledger, reconcileOptions);
+        } catch (error) {
+          return { socket: socket.client.name, error: describe(error) };
+        }
+      }),
+    );
+  }
+
+  inventory(): Promise<Hello["sockets"]> {
+    const timeoutMs = this.options.inventoryTimeoutMs ?? 5_000;
+    return Promise.all(
+      this.sockets.map(async ({ client }) => {
+        try {
+          return inventoryOf(client.name, await withTimeout(readObservedState(client), timeoutMs));
+        } catch (error) {
+          this.options.logger.warn({ socket: client.name, err: describe(error) }, "cannot read HAProxy for the hello: its inventory is sent empty");
+          return { socket: client.name, backends: [] };
+        }
+      }),
+    );
+  }
+
+  async reconnected(): Promise<string[]> {
+    const back: string[] = [];
+    await Promise.all(
+      this.sockets.map(async (socket) => {
+        const previous = socket.identity;
+        const identity = await identify(socket.client);
+        socket.identity = identity;
+        if (identity !== null && previous !== undefined && identity !== previous) back.push(socket.client.name);
+      }),
+    );
+    return back;
+  }
+
+  close(): void {
+    for (const { client } of this.sockets) client.close();
+  }
+}
+
+/**
+ * Which HAProxy process answers. The client reconnects on its own, so a restart shows only
+ * here: a new pid (a reload's new worker too) means the servers set at runtime are gone.
+ */
+async function identify(client: RuntimeClient): Promise<string | null> {
+  try {
+    const [reply] = await client.run([RuntimeCommand.showInfo()]);
+    return reply === undefined ? null : `pid ${parseInfo(reply.text).pid}`;
+  } catch {
+    return null;
+  }
+}
+
+function describe(error: unknown): string {
+  if (error instanceof HafleetError) return error.message;
+  return `unexpected error: ${error instanceof Error ? error.message : String(error)}`;
+}
+
+function withTimeout<T>(promise: Promise<T>, ms: number): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`no answer within ${ms} ms`)), ms);
+  });
+  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
+}

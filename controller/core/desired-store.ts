@@ -1,0 +1,82 @@
+import type { DesiredServer } from "../../agent/model/desired-state.js";
+import type { Name } from "../../agent/model/values.js";
+import type { BackendMapping } from "../config/controller-config.js";
+import type { DroppedInstance, ServiceSnapshot } from "../discovery/service-snapshot.js";
+import { watchKey } from "../discovery/service-snapshot.js";
+import { guardStep } from "./guard.js";
+import { backendVersion } from "./versions.js";
+
+export interface DesiredBackendState {
+  name: Name;
+  servers: DesiredServer[];
+  version: string;
+  allowEmpty: boolean;
+  /** Why the last discovery answer was not taken (the last good set stands), or null. */
+  held: string | null;
+  dropped: DroppedInstance[];
+}
+
+/**
+ * The desired server set of every mapped backend, from discovery snapshots, guarded. Knows
+ * nothing of agents' connections or gRPC: the server asks it which backends an agent gets.
+ * A backend is published only once discovery has answered for it: before that, agents are
+ * sent nothing for it rather than an empty set.
+ */
+export class DesiredStore {
+  private readonly backends = new Map<Name, DesiredBackendState>();
+  private readonly byKey = new Map<string, BackendMapping[]>();
+
+  constructor(
+    private readonly mappings: readonly BackendMapping[],
+    private readonly maxDropShare: number,
+  ) {
+    for (const mapping of mappings) {
+      const key = watchKey(mapping.service, mapping.tag ?? null);
+      this.byKey.set(key, [...(this.byKey.get(key) ?? []), mapping]);
+    }
+  }
+
+  /** The distinct (service, tag) pairs to watch: one watch each, whatever the fleet's size. */
+  watches(): Array<{ service: string; tag: string | null }> {
+    return [...this.byKey.values()].map(([mapping]) => ({ service: mapping!.service, tag: mapping!.tag ?? null }));
+  }
+
+  /** Takes a snapshot; returns the backends whose desired set changed, and those now held. */
+  apply(snapshot: ServiceSnapshot): { changed: string[]; held: Array<{ backend: string; reason: string }> } {
+    const changed: string[] = [];
+    const held: Array<{ backend: string; reason: string }> = [];
+    for (const mapping of this.byKey.get(snapshot.key) ?? []) {
+      const allowEmpty = mapping.allowEmpty ?? false;
+      const current = this.backends.get(mapping.backend);
+      const verdict = guardStep(current?.servers, snapshot.servers, { maxDropShare: this.maxDropShare, allowEmpty });
+      if (!verdict.accept) {
+        this.backends.set(mapping.backend, { ...current!, held: verdict.reason, dropped: snapshot.dropped });
+        held.push({ backend: mapping.backend, reason: verdict.reason });
+        continue;
+      }
+      const version = backendVersion(snapshot.servers, allowEmpty);
+      this.backends.set(mapping.backend, { name: mapping.backend, servers: snapshot.servers, version, allowEmpty, held: null, dropped: snapshot.dropped });
+      if (current?.version !== version) changed.push(mapping.backend);
+    }
+    return { changed, held };
+  }
+
+  /** The backends an agent with these labels should run, each with its version. */
+  backendsFor(labels: Readonly<Record<string, string>>): DesiredBackendState[] {
+    const result: DesiredBackendState[] = [];
+    for (const mapping of this.mappings) {
+      const state = this.backends.get(mapping.backend);
+      if (state && matches(mapping.agents, labels)) result.push(state);
+    }
+    return result;
+  }
+
+  all(): DesiredBackendState[] {
+    return [...this.backends.values()];
+  }
+}
+
+function matches(selector: Readonly<Record<string, string>> | undefined, labels: Readonly<Record<string, string>>): boolean {
+  if (!selector) return true;
+  return Object.entries(selector).every(([key, value]) => labels[key] === value);
+}

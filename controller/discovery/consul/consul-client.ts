@@ -1,0 +1,211 @@
+import http from "node:http";
+import { HafleetError } from "../../../agent/errors.js";
+import type { DroppedInstance, RawInstance } from "../service-snapshot.js";
+import { ConsulAnswerError, parseConsulIndex, parseHealthAnswer, preview, type HealthPolicy, type WeightSource } from "./consul-response.js";
+
+/**
+ * One blocking query over node:http. Not fetch: undici's default headersTimeout (300 s) would
+ * cut Consul's default 5-minute wait (plus up to wait/16 of jitter) short.
+ */
+
+export class ConsulHttpError extends HafleetError {
+  readonly code = "HAFLEET_CONSUL_HTTP";
+  constructor(
+    readonly service: string,
+    readonly status: number,
+    readonly bodyStart: string,
+  ) {
+    super(`Consul answered HTTP ${status} for service '${service}': ${preview(bodyStart)}`);
+    this.name = "ConsulHttpError";
+  }
+}
+
+export class ConsulConnectError extends HafleetError {
+  readonly code = "HAFLEET_CONSUL_CONNECT";
+  constructor(
+    readonly address: string,
+    detail: string,
+  ) {
+    super(`cannot reach Consul at ${address}: ${detail}`);
+    this.name = "ConsulConnectError";
+  }
+}
+
+export class ConsulTimeoutError extends HafleetError {
+  readonly code = "HAFLEET_CONSUL_TIMEOUT";
+  constructor(
+    readonly service: string,
+    readonly timeoutMs: number,
+  ) {
+    super(`Consul did not answer the query for service '${service}' within ${timeoutMs} ms`);
+    this.name = "ConsulTimeoutError";
+  }
+}
+
+/** Consul caps `wait` at 10 minutes; a longer one would only mislead our own timeout. */
+export const MAX_WAIT_MS = 10 * 60_000;
+export const DEFAULT_WAIT_MS = 5 * 60_000;
+export const DEFAULT_MAX_BODY_BYTES = 16 * 1024 * 1024;
+export const DEFAULT_TIMEOUT_MARGIN_MS = 15_000;
+const ERROR_BODY_BYTES = 512;
+
+export interface ConsulClientOptions {
+  /** `http://host:port`, optionally with a path prefix (a proxy in front of Consul). */
+  address: string;
+  token?: string;
+  datacenter?: string;
+  healthy: HealthPolicy;
+  weights: WeightSource;
+  waitMs: number;
+  timeoutMarginMs?: number;
+  maxBodyBytes?: number;
+  /** Shared keep-alive agent; every blocking query holds one socket while it waits. */
+  agent?: http.Agent;
+}
+
+export interface HealthQuery {
+  service: string;
+  tag: string | null;
+  /** 0: answer at once; otherwise block until Consul's index for the service passes it. */
+  index: number;
+}
+
+export interface HealthAnswer {
+  index: number;
+  instances: RawInstance[];
+  dropped: DroppedInstance[];
+}
+
+export interface HealthUrlParts {
+  base: URL;
+  service: string;
+  tag: string | null;
+  datacenter?: string;
+  passing: boolean;
+  index: number;
+  waitMs: number;
+}
+
+export function healthServiceUrl(parts: HealthUrlParts): URL {
+  const basePath = parts.base.pathname.replace(/\/+$/, "");
+  const url = new URL(parts.base.href);
+  url.pathname = `${basePath}/v1/health/service/${encodeURIComponent(parts.service)}`;
+  const query: string[] = [];
+  if (parts.passing) query.push("passing=1");
+  if (parts.tag !== null) query.push(`tag=${encodeURIComponent(parts.tag)}`);
+  if (parts.datacenter !== undefined) query.push(`dc=${encodeURIComponent(parts.datacenter)}`);
+  // Without an index Consul answers at once: `wait` would mean nothing.
+  if (parts.index > 0) query.push(`index=${parts.index}`, `wait=${Math.ceil(parts.waitMs)}ms`);
+  url.search = query.length === 0 ? "" : `?${query.join("&")}`;
+  return url;
+}
+
+/** Consul may hold a query for `wait` plus up to `wait/16` of jitter, then still has to answer. */
+export function responseTimeoutMs(waitMs: number, marginMs: number): number {
+  return Math.ceil(waitMs + waitMs / 16 + marginMs);
+}
+
+export class ConsulClient {
+  private readonly base: URL;
+  private readonly timeoutMarginMs: number;
+  private readonly maxBodyBytes: number;
+
+  constructor(private readonly options: ConsulClientOptions) {
+    this.base = new URL(options.address);
+    if (this.base.protocol !== "http:") throw new ConsulConnectError(options.address, "only http:// addresses are supported");
+    this.timeoutMarginMs = options.timeoutMarginMs ?? DEFAULT_TIMEOUT_MARGIN_MS;
+    this.maxBodyBytes = options.maxBodyBytes ?? DEFAULT_MAX_BODY_BYTES;
+  }
+
+  url(query: HealthQuery): URL {
+    const parts: HealthUrlParts = {
+      base: this.base,
+      service: query.service,
+      tag: query.tag,
+      passing: this.options.healthy === "passing",
+      index: query.index,
+      waitMs: this.options.waitMs,
+    };
+    if (this.options.datacenter !== undefined) parts.datacenter = this.options.datacenter;
+    return healthServiceUrl(parts);
+  }
+
+  async healthService(query: HealthQuery, signal?: AbortSignal): Promise<HealthAnswer> {
+    const { status, headers, body } = await this.get(this.url(query), query.service, signal);
+    if (status !== 200) throw new ConsulHttpError(query.service, status, body);
+    const index = parseConsulIndex(headers["x-consul-index"], query.service);
+    // A token without node:read or service:read sees part of the service: a partial set
+    // would look like instances leaving, so it is refused (the anonymous token gets no header).
+    if (headers["x-consul-results-filtered-by-acls"] === "true") {
+      throw new ConsulAnswerError(query.service, "results filtered by ACLs: the token lacks service:read or node:read on some instances");
+    }
+    const parsed = parseHealthAnswer(body, { service: query.service, healthy: this.options.healthy, weights: this.options.weights });
+    return { index, instances: parsed.instances, dropped: parsed.dropped };
+  }
+
+  private get(url: URL, service: string, signal: AbortSignal | undefined): Promise<{ status: number; headers: http.IncomingHttpHeaders; body: string }> {
+    const timeoutMs = responseTimeoutMs(this.options.waitMs, this.timeoutMarginMs);
+    const headers: Record<string, string> = { accept: "application/json" };
+    if (this.options.token !== undefined) headers["x-consul-token"] = this.options.token;
+    return new Promise((resolve, reject) => {
+      if (signal?.aborted) {
+        reject(abortReason(signal));
+        return;
+      }
+      let settled = false;
+      const request = http.request(url, { method: "GET", headers, agent: this.options.agent ?? http.globalAgent });
+      const finish = (error: Error | null, value?: { status: number; headers: http.IncomingHttpHeaders; body: string }) => {
+        if (settled) return;
+        settled = true;
+        clearTimeout(timer);
+        signal?.removeEventListener("abort", onAbort);
+        if (error === null && value !== undefined) resolve(value);
+        else {
+          request.destroy();
+          reject(error ?? new Error("unreachable"));
+        }
+      };
+      const timer = setTimeout(() => finish(new ConsulTimeoutError(service, timeoutMs)), timeoutMs);
+      const onAbort = () => finish(abortReason(signal));
+      signal?.addEventListener("abort", onAbort, { once: true });
+
+      request.on("error", (error: NodeJS.ErrnoException) => finish(new ConsulConnectError(this.options.address, error.code ?? error.message)));
+      request.on("response", (response) => {
+        const status = response.statusCode ?? 0;
+        // An error's body is only quoted; a good one is read up to the limit and no further.
+        const limit = status === 200 ? this.maxBodyBytes : ERROR_BODY_BYTES;
+        const declared = Number(response.headers["content-length"]);
+        if (status === 200 && Number.isFinite(declared) && declared > limit) {
+          finish(new ConsulAnswerError(service, `body of ${declared} bytes is over the ${limit}-byte limit`));
+          return;
+        }
+        const chunks: Buffer[] = [];
+        let size = 0;
+        response.on("data", (chunk: Buffer) => {
+          if (size >= limit) return;
+          chunks.push(chunk);
+          size += chunk.length;
+          if (size <= limit) return;
+          if (status === 200) finish(new ConsulAnswerError(service, `body is over the ${limit}-byte limit`));
+          else {
+            finish(null, { status, headers: response.headers, body: Buffer.concat(chunks).subarray(0, limit).toString("utf8") });
+            request.destroy();
+          }
+        });
+        response.on("end", () => finish(null, { status, headers: response.headers, body: Buffer.concat(chunks).toString("utf8") }));
+        // The connection closed before the body's end: never taken as a complete answer.
+        const lost = () => finish(new ConsulConnectError(this.options.address, `connection lost while reading the answer for service '${service}'`));
+        response.on("error", lost);
+        response.on("close", () => {
+          if (!response.complete) lost();
+        });
+      });
+      request.end();
+    });
+  }
+}
+
+function abortReason(signal: AbortSignal | undefined): Error {
+  const reason: unknown = signal?.reason;
+  return reason instanceof Error ? reason : new Error("aborted");
+}

@@ -1,0 +1,263 @@
+import type { DesiredServer } from "../../../agent/model/desired-state.js";
+import { endpointKey } from "../../../agent/model/values.js";
+import { toServers, type DroppedInstance, type ServiceSnapshot } from "../service-snapshot.js";
+import type { HealthAnswer } from "./consul-client.js";
+
+/*
+ * The loop of one watched key: blocking queries for ever, until stopped. The rules it follows
+ * are pure functions first (index, token bucket, backoff, comparison), tested on their own.
+ */
+
+// ---- Index rules (https://developer.hashicorp.com/consul/api-docs/features/blocking) ----
+
+/**
+ * The index to send next. A returned index below 1 is a Consul bug that would make every
+ * following query return at once, so it becomes 1 ("always safe ... to wait for updates").
+ * An index lower than the one sent means the data went back (a snapshot restore, an upgrade):
+ * 0 restarts the loop with one query that answers at once.
+ */
+export function nextIndex(sent: number, returned: number): number {
+  if (returned < 1) return 1;
+  if (returned < sent) return 0;
+  return returned;
+}
+
+/** "The return of a blocking request is no guarantee of a change"; the same index is none. */
+export function isNewAnswer(sent: number, returned: number, seenAny: boolean): boolean {
+  return !seenAny || returned !== sent;
+}
+
+// ---- Token bucket: a few quick queries, then a rate; never a fixed sleep ----
+
+export interface TokenBucketOptions {
+  /** Queries that may go out back to back after a quiet time. */
+  burst: number;
+  refillPerSecond: number;
+}
+
+export const DEFAULT_RATE_LIMIT: TokenBucketOptions = { burst: 2, refillPerSecond: 1 };
+
+export interface TokenBucketState {
+  /** Below 0 when queries are already booked for the future. */
+  tokens: number;
+  at: number;
+}
+
+export function fullBucket(options: TokenBucketOptions, now: number): TokenBucketState {
+  return { tokens: options.burst, at: now };
+}
+
+/** Takes one token: how long to wait before it is there, and the bucket after. */
+export function takeToken(state: TokenBucketState, now: number, options: TokenBucketOptions): { delayMs: number; state: TokenBucketState } {
+  const elapsed = Math.max(0, now - state.at);
+  const tokens = Math.min(options.burst, state.tokens + (elapsed * options.refillPerSecond) / 1000) - 1;
+  const delayMs = tokens >= 0 ? 0 : Math.ceil((-tokens * 1000) / options.refillPerSecond);
+  return { delayMs, state: { tokens, at: now } };
+}
+
+// ---- Backoff after errors: exponential, capped, jittered so watches do not retry in step ----
+
+export interface BackoffOptions {
+  initialMs: number;
+  maxMs: number;
+}
+
+export const DEFAULT_BACKOFF: BackoffOptions = { initialMs: 250, maxMs: 30_000 };
+
+/**
+ * "Equal jitter": half the step is fixed, half random, so a retry never comes sooner than half
+ * the step (no hot loop when the random number is 0). `failures` counts from 1.
+ */
+export function backoffDelay(failures: number, options: BackoffOptions, random: () => number): number {
+  const exponent = Math.min(Math.max(failures - 1, 0), 30);
+  const step = Math.min(options.maxMs, options.initialMs * 2 ** exponent);
+  return Math.round(step / 2 + random() * (step / 2));
+}
+
+// ---- Comparison of server sets ----
+
+/** Consul's order changes between answers (`near`, shuffles); the set is what counts. */
+export function serverSetFingerprint(servers: readonly DesiredServer[]): string {
+  return servers
+    .map((server) => `${endpointKey(server.address, server.port)} ${server.weight ?? "-"}`)
+    .sort()
+    .join("\n");
+}
+
+export function droppedFingerprint(dropped: readonly DroppedInstance[]): string {
+  return dropped
+    .map((instance) => `${instance.id} ${instance.reason}`)
+    .sort()
+    .join("\n");
+}
+
+export function sortServers(servers: readonly DesiredServer[]): DesiredServer[] {
+  return [...servers].sort((a, b) => compare(endpointKey(a.address, a.port), endpointKey(b.address, b.port)));
+}
+
+function compare(a: string, b: string): number {
+  return a < b ? -1 : a > b ? 1 : 0;
+}
+
+// ---- The loop ----
+
+export interface WatchClock {
+  now(): number;
+  /** Resolves after `ms`, or at once when `signal` aborts; never rejects. */
+  sleep(ms: number, signal: AbortSignal): Promise<void>;
+}
+
+export const systemClock: WatchClock = {
+  now: () => Date.now(),
+  sleep: (ms, signal) =>
+    new Promise((resolve) => {
+      if (signal.aborted || ms <= 0) {
+        resolve();
+        return;
+      }
+      const done = () => {
+        clearTimeout(timer);
+        signal.removeEventListener("abort", done);
+        resolve();
+      };
+      const timer = setTimeout(done, ms);
+      signal.addEventListener("abort", done, { once: true });
+    }),
+};
+
+export interface ConsulWatchOptions {
+  key: string;
+  /** One query at `index`; rejects on any failure, and when `signal` aborts. */
+  fetch(index: number, signal: AbortSignal): Promise<HealthAnswer>;
+  /** The server set differs from the last one notified (or is the first). */
+  onSnapshot(snapshot: ServiceSnapshot): void;
+  /** A query failed; the watch goes on, the last snapshot stands. */
+  onError(error: Error): void;
+  /** The set of dropped instances differs from the last answer's. */
+  onDropped?(dropped: readonly DroppedInstance[]): void;
+  rateLimit?: Partial<TokenBucketOptions>;
+  backoff?: Partial<BackoffOptions>;
+  clock?: WatchClock;
+  random?: () => number;
+}
+
+export class ConsulWatch {
+  private readonly controller = new AbortController();
+  private readonly clock: WatchClock;
+  private readonly rateLimit: TokenBucketOptions;
+  private readonly backoff: BackoffOptions;
+  private readonly random: () => number;
+  private running: Promise<void> | null = null;
+  private last: ServiceSnapshot | null = null;
+  private lastFingerprint = "";
+  private lastDropped = "";
+  private request: AbortController | null = null;
+  private refreshRequested = false;
+
+  constructor(private readonly options: ConsulWatchOptions) {
+    this.clock = options.clock ?? systemClock;
+    this.rateLimit = { ...DEFAULT_RATE_LIMIT, ...options.rateLimit };
+    this.backoff = { ...DEFAULT_BACKOFF, ...options.backoff };
+    this.random = options.random ?? Math.random;
+  }
+
+  /** The last snapshot notified, with the current dropped instances; null before the first. */
+  get snapshot(): ServiceSnapshot | null {
+    return this.last;
+  }
+
+  start(): void {
+    if (this.running !== null) return;
+    this.running = this.run();
+  }
+
+  /** Drops the index and re-reads now: the blocking query in flight is cut short. */
+  refresh(): void {
+    this.refreshRequested = true;
+    this.request?.abort(new Error(`watch of '${this.options.key}' refreshed`));
+  }
+
+  /** Aborts the query in flight; resolves once the loop has ended. */
+  async stop(): Promise<void> {
+    this.controller.abort(new Error(`watch of '${this.options.key}' stopped`));
+    await this.running;
+  }
+
+  private async run(): Promise<void> {
+    const signal = this.controller.signal;
+    let bucket = fullBucket(this.rateLimit, this.clock.now());
+    let index = 0;
+    let seenAny = false;
+    let failures = 0;
+    while (!signal.aborted) {
+      const token = takeToken(bucket, this.clock.now(), this.rateLimit);
+      bucket = token.state;
+      if (token.delayMs > 0) await this.clock.sleep(token.delayMs, signal);
+      if (signal.aborted) break;
+
+      if (this.refreshRequested) {
+        this.refreshRequested = false;
+        index = 0;
+      }
+      const sent = index;
+      let answer: HealthAnswer;
+      const request = new AbortController();
+      const cancel = (): void => request.abort(signal.reason);
+      signal.addEventListener("abort", cancel, { once: true });
+      this.request = request;
+      try {
+        answer = await this.options.fetch(sent, request.signal);
+      } catch (error) {
+        if (signal.aborted) break;
+        if (request.signal.aborted) continue;
+        failures += 1;
+        this.report(error instanceof Error ? error : new Error(String(error)));
+        await this.clock.sleep(backoffDelay(failures, this.backoff, this.random), signal);
+        continue;
+      } finally {
+        signal.removeEventListener("abort", cancel);
+        this.request = null;
+      }
+      if (signal.aborted) break;
+      failures = 0;
+      index = nextIndex(sent, answer.index);
+      if (!isNewAnswer(sent, answer.index, seenAny)) continue;
+      seenAny = true;
+      this.absorb(answer);
+    }
+  }
+
+  private absorb(answer: HealthAnswer): void {
+    const validated = toServers(answer.instances);
+    const dropped = [...answer.dropped, ...validated.dropped];
+    const servers = sortServers(validated.servers);
+    const droppedNow = droppedFingerprint(dropped);
+    if (droppedNow !== this.lastDropped) {
+      this.lastDropped = droppedNow;
+      const onDropped = this.options.onDropped;
+      if (onDropped !== undefined) safely(() => onDropped(dropped));
+    }
+    const fingerprint = serverSetFingerprint(servers);
+    if (this.last !== null && fingerprint === this.lastFingerprint) {
+      // The set did not change: nobody is told, but a late listener gets today's drops.
+      this.last = { ...this.last, dropped };
+      return;
+    }
+    this.lastFingerprint = fingerprint;
+    this.last = { key: this.options.key, servers, dropped };
+    const snapshot = this.last;
+    safely(() => this.options.onSnapshot(snapshot));
+  }
+
+  private report(error: Error): void {
+    safely(() => this.options.onError(error));
+  }
+}
+
+function safely(call: () => void): void {
+  try {
+    call();
+  } catch {
+    // A listener's failure must not end the watch: the watch serves every other listener too.
+  }
+}

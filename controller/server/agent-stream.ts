@@ -1,0 +1,161 @@
+import { randomBytes } from "node:crypto";
+import * as grpc from "@grpc/grpc-js";
+import type { Logger } from "pino";
+import { InvalidInputError } from "../../agent/errors.js";
+import { agentMessageSchema, parseMessage, type AgentMessage, type ObservedReport } from "../../proto/messages.js";
+import { AgentSession } from "../core/agent-session.js";
+import type { DesiredBackendState } from "../core/desired-store.js";
+
+export interface StreamHost {
+  backendsFor(labels: Readonly<Record<string, string>>): DesiredBackendState[];
+  attach(stream: AgentStream): void;
+  detach(stream: AgentStream, reason: string): void;
+  events: {
+    acked(agent: string, backend: string, version: string, latencyMs: number): void;
+    nacked(agent: string, backend: string, version: string, error: string): void;
+  };
+  heartbeatMs: number;
+  deadAfterMs: number;
+  clock: () => number;
+  logger: Logger;
+}
+
+type Call = grpc.ServerDuplexStream<unknown, unknown>;
+
+/**
+ * One agent's Sync stream: validates every message, keeps the agent's session, pushes when
+ * the session says so, heartbeats, and ends the stream when the agent falls silent. A write
+ * that grpc-js buffers (write() false) blocks further writes until 'drain'.
+ */
+export class AgentStream {
+  session: AgentSession | null = null;
+  observed: ObservedReport | null = null;
+  private readonly streamId = randomBytes(4).toString("hex");
+  private lastHeard: number;
+  private blocked = false;
+  private closed = false;
+  private readonly timer: NodeJS.Timeout;
+  private log: Logger;
+
+  constructor(
+    private readonly call: Call,
+    private readonly host: StreamHost,
+  ) {
+    this.lastHeard = host.clock();
+    this.log = host.logger.child({ stream: this.streamId, peer: call.getPeer() });
+    call.on("data", (raw: unknown) => this.onData(raw));
+    call.on("end", () => this.close("the agent ended the stream"));
+    call.on("cancelled", () => this.close("the agent cancelled the stream"));
+    call.on("error", (error: Error) => this.close(`stream error: ${error.message}`));
+    this.timer = setInterval(() => this.tick(), host.heartbeatMs);
+  }
+
+  /** Sends the next push if the agent has none in flight and lacks something. */
+  pushIfIdle(): void {
+    if (!this.session || this.closed || this.blocked) return;
+    const push = this.session.nextPush(this.host.backendsFor(this.session.hello.labels), this.host.clock());
+    if (!push) return;
+    this.log.info({ agent: this.session.agentId, version: push.version, nonce: push.nonce, backends: push.backends.map((b) => b.name), removed: push.removedBackends }, "push");
+    this.write({ push });
+  }
+
+  /** Ends the stream with a status, e.g. when a newer stream of the same agent replaces it. */
+  end(code: grpc.status, details: string): void {
+    if (this.closed) return;
+    this.finish(details);
+    // grpc-js (1.14) turns an 'error' on a server stream into the call's status and ends it.
+    this.call.emit("error", Object.assign(new Error(details), { code, details }));
+  }
+
+  private onData(raw: unknown): void {
+    this.lastHeard = this.host.clock();
+    let message: AgentMessage;
+    try {
+      message = parseMessage(agentMessageSchema, raw, "agent message");
+    } catch (error) {
+      const detail = error instanceof InvalidInputError ? error.message : String(error);
+      this.log.warn({ agent: this.session?.agentId, err: detail }, "malformed message, ending the stream");
+      this.end(grpc.status.INVALID_ARGUMENT, detail);
+      return;
+    }
+    if (this.session === null) {
+      if (message.body !== "hello") return this.end(grpc.status.FAILED_PRECONDITION, `the first message must be a hello, got ${message.body}`);
+      this.session = new AgentSession(message.hello, this.streamId);
+      this.log = this.log.child({ agent: message.hello.agentId });
+      this.log.info({ labels: message.hello.labels, applied: message.hello.appliedVersions, hafleetVersion: message.hello.hafleetVersion }, "agent connected");
+      this.host.attach(this);
+      this.pushIfIdle();
+      return;
+    }
+    switch (message.body) {
+      case "hello":
+        return this.end(grpc.status.FAILED_PRECONDITION, "hello sent twice on one stream");
+      case "response":
+        return this.onResponse(message.response);
+      case "observed":
+        return this.onObserved(message.observed);
+      case "heartbeat":
+        return;
+    }
+  }
+
+  private onResponse(response: Extract<AgentMessage, { body: "response" }>["response"]): void {
+    const outcome = this.session!.onResponse(response, this.host.clock());
+    if (!outcome) {
+      this.log.warn({ nonce: response.nonce }, "response to a push not in flight, ignored");
+      return;
+    }
+    const agent = this.session!.agentId;
+    for (const { backend, version } of outcome.acked) {
+      this.log.info({ backend, version, latencyMs: outcome.latencyMs }, "ack");
+      this.host.events.acked(agent, backend, version, outcome.latencyMs);
+    }
+    for (const { backend, version, error } of outcome.nacked) {
+      this.log.warn({ backend, version, error }, "nack: held until this backend's desired state changes");
+      this.host.events.nacked(agent, backend, version, error);
+    }
+    this.pushIfIdle();
+  }
+
+  private onObserved(report: ObservedReport): void {
+    const previous = this.observed;
+    this.observed = report;
+    if (previous?.digest === report.digest) return;
+    for (const backend of report.backends) {
+      if (backend.drift.length > 0) this.log.warn({ backend: backend.backend, socket: backend.socket, drift: backend.drift }, "drift");
+    }
+  }
+
+  private tick(): void {
+    const silentFor = this.host.clock() - this.lastHeard;
+    if (silentFor > this.host.deadAfterMs) {
+      this.log.warn({ silentMs: silentFor }, "agent silent, ending its stream");
+      this.end(grpc.status.UNAVAILABLE, `no message from the agent for ${silentFor} ms`);
+      return;
+    }
+    if (!this.blocked) this.write({ heartbeat: { sentAtMs: this.host.clock() } });
+  }
+
+  private write(message: object): void {
+    if (this.closed) return;
+    if (!this.call.write(message)) {
+      this.blocked = true;
+      this.call.once("drain", () => {
+        this.blocked = false;
+        this.pushIfIdle();
+      });
+    }
+  }
+
+  private close(reason: string): void {
+    if (this.closed) return;
+    this.finish(reason);
+    this.call.end();
+  }
+
+  private finish(reason: string): void {
+    this.closed = true;
+    clearInterval(this.timer);
+    this.host.detach(this, reason);
+  }
+}
