@@ -20,8 +20,8 @@ export async function writeFileAtomic(path: string, text: string, mode = 0o600):
   await syncDirectory(dir);
 }
 
-/** Makes the rename itself durable; some filesystems refuse fsync on a directory. */
-async function syncDirectory(dir: string): Promise<void> {
+/** Makes a rename itself durable; some filesystems refuse fsync on a directory. */
+export async function syncDirectory(dir: string): Promise<void> {
   try {
     const handle = await open(dir, "r");
     try {

@@ -45,6 +45,8 @@ export interface InstanceConfigOptions {
   tcpSocket?: string | null;
   /** Emit a frontend on 127.0.0.1:<port> sending to this backend; both or neither. */
   frontend?: { port: number; defaultBackend: string };
+  /** Appended to the global section as given (e.g. `    server-state-file /path`). */
+  globalExtra?: string;
 }
 
 /** The whole config file of a test instance: global, defaults, optional frontend, sections. */
@@ -60,6 +62,7 @@ export function instanceConfig(options: InstanceConfigOptions): string {
     // A fixed, modest limit so startup never depends on this machine's file-descriptor ulimit.
     "    maxconn 1000",
     ...(options.quiet ? ["    quiet"] : []),
+    ...(options.globalExtra ? [options.globalExtra.trimEnd()] : []),
     "",
     "defaults",
     "    mode http",

@@ -24,6 +24,8 @@ export interface HaproxyOptions {
   quiet?: boolean;
   /** A second admin socket on TCP, 127.0.0.1 and a free port. */
   tcpAdmin?: boolean;
+  /** Lines appended to the global section (e.g. `server-state-file PATH`), indented as given. */
+  globalExtra?: string;
 }
 
 export interface RunningHaproxy {
@@ -78,7 +80,7 @@ export async function startHaproxy(options: HaproxyOptions): Promise<RunningHapr
         : { port: frontendPort, defaultBackend: options.defaultBackend };
     await writeFile(
       paths.configPath,
-      instanceConfig({ adminSocket: paths.socket, sections: options.sections, quiet: options.quiet ?? false, tcpSocket, ...(frontend ? { frontend } : {}) }),
+      instanceConfig({ adminSocket: paths.socket, sections: options.sections, quiet: options.quiet ?? false, tcpSocket, ...(frontend ? { frontend } : {}), ...(options.globalExtra ? { globalExtra: options.globalExtra } : {}) }),
     );
     const instance = new HaproxyInstance(paths, frontendPort, tcpSocket);
     try {
