@@ -11,10 +11,16 @@ import * as protoLoader from "@grpc/proto-loader";
  */
 export const LOADER_OPTIONS: protoLoader.Options = { keepCase: false, longs: Number, enums: String, defaults: true, oneofs: true };
 
+let loaded: { service: grpc.ServiceDefinition; Client: grpc.ServiceClientConstructor } | undefined;
+
+/** Parsed once per process: each reconnecting link would otherwise re-read and re-compile it. */
 export function loadFleetService(): { service: grpc.ServiceDefinition; Client: grpc.ServiceClientConstructor } {
-  const definition = protoLoader.loadSync(protoFile(), LOADER_OPTIONS);
-  const fleet = (grpc.loadPackageDefinition(definition) as unknown as { hafleet: { v1: { Fleet: grpc.ServiceClientConstructor } } }).hafleet.v1.Fleet;
-  return { service: fleet.service, Client: fleet };
+  if (!loaded) {
+    const definition = protoLoader.loadSync(protoFile(), LOADER_OPTIONS);
+    const fleet = (grpc.loadPackageDefinition(definition) as unknown as { hafleet: { v1: { Fleet: grpc.ServiceClientConstructor } } }).hafleet.v1.Fleet;
+    loaded = { service: fleet.service, Client: fleet };
+  }
+  return loaded;
 }
 
 /** The .proto sits beside this file in the source tree, two levels up from it once built. */

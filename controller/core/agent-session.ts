@@ -23,6 +23,18 @@ export interface ResponseOutcome {
   latencyMs: number;
 }
 
+const setVersions = new WeakMap<readonly DesiredBackendState[], string>();
+
+/** The store hands agents with the same labels the same array: its digest is computed once. */
+function versionOf(desired: readonly DesiredBackendState[]): string {
+  let version = setVersions.get(desired);
+  if (version === undefined) {
+    version = setVersion(new Map(desired.map((backend) => [backend.name, backend.version])));
+    setVersions.set(desired, version);
+  }
+  return version;
+}
+
 /**
  * What one agent has, what is in flight to it, and what it refused. Pure: no gRPC, no clock
  * of its own. At most one push is in flight; later changes wait and merge (latest wins),
@@ -69,7 +81,7 @@ export class AgentSession {
     this.inFlight = { nonce, backends: new Map(changed.map((backend) => [backend.name, backend.version])), removed, sentAt: now };
     return {
       nonce,
-      version: setVersion(new Map(desired.map((backend) => [backend.name, backend.version]))),
+      version: versionOf(desired),
       backends: changed.map((backend) => ({ name: backend.name, version: backend.version, servers: backend.servers, allowEmpty: backend.allowEmpty })),
       removedBackends: removed,
     };

@@ -25,6 +25,11 @@ export interface DesiredBackendState {
 export class DesiredStore {
   private readonly backends = new Map<Name, DesiredBackendState>();
   private readonly byKey = new Map<string, BackendMapping[]>();
+  /**
+   * backendsFor() per label set, until the next change: a change is fanned out to every
+   * agent, and agents with the same labels share one array (and so one set version).
+   */
+  private readonly forLabels = new Map<string, DesiredBackendState[]>();
 
   constructor(
     private readonly mappings: readonly BackendMapping[],
@@ -43,6 +48,7 @@ export class DesiredStore {
 
   /** Takes a snapshot; returns the backends whose desired set changed, and those now held. */
   apply(snapshot: ServiceSnapshot): { changed: string[]; held: Array<{ backend: string; reason: string }> } {
+    this.forLabels.clear();
     const changed: string[] = [];
     const held: Array<{ backend: string; reason: string }> = [];
     for (const mapping of this.byKey.get(snapshot.key) ?? []) {
@@ -62,11 +68,16 @@ export class DesiredStore {
   }
 
   /** The backends an agent with these labels should run, each with its version. */
-  backendsFor(labels: Readonly<Record<string, string>>): DesiredBackendState[] {
-    const result: DesiredBackendState[] = [];
-    for (const mapping of this.mappings) {
-      const state = this.backends.get(mapping.backend);
-      if (state && matches(mapping.agents, labels)) result.push(state);
+  backendsFor(labels: Readonly<Record<string, string>>): readonly DesiredBackendState[] {
+    const key = JSON.stringify(Object.entries(labels).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)));
+    let result = this.forLabels.get(key);
+    if (!result) {
+      result = [];
+      for (const mapping of this.mappings) {
+        const state = this.backends.get(mapping.backend);
+        if (state && matches(mapping.agents, labels)) result.push(state);
+      }
+      this.forLabels.set(key, result);
     }
     return result;
   }

@@ -7,7 +7,7 @@ import { AgentSession } from "../core/agent-session.js";
 import type { DesiredBackendState } from "../core/desired-store.js";
 
 export interface StreamHost {
-  backendsFor(labels: Readonly<Record<string, string>>): DesiredBackendState[];
+  backendsFor(labels: Readonly<Record<string, string>>): readonly DesiredBackendState[];
   attach(stream: AgentStream): void;
   detach(stream: AgentStream, reason: string): void;
   events: {

@@ -64,6 +64,18 @@ describe("the desired store", () => {
     expect(store.backendsFor({ region: "us" }).map((b) => b.name)).toEqual(["be_web"]);
   });
 
+  it("hands agents with the same labels the same set until the next change", () => {
+    const store = new DesiredStore(mappings, 0.5);
+    store.apply({ key: "web", servers: servers(1), dropped: [] });
+    const first = store.backendsFor({ region: "eu", role: "edge" });
+    expect(store.backendsFor({ role: "edge", region: "eu" })).toBe(first);
+    expect(store.backendsFor({ region: "us" })).not.toBe(first);
+    store.apply({ key: "web", servers: servers(1, 2), dropped: [] });
+    const after = store.backendsFor({ region: "eu", role: "edge" });
+    expect(after).not.toBe(first);
+    expect(after[0]!.servers).toHaveLength(2);
+  });
+
   it("reports no change for the same content", () => {
     const store = new DesiredStore(mappings, 0.5);
     store.apply({ key: "web", servers: servers(1, 2), dropped: [] });

@@ -1,0 +1,223 @@
+import { existsSync, rmSync } from "node:fs";
+import { mkdtemp } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { pino } from "pino";
+import type { DesiredServer } from "../../agent/model/desired-state.js";
+import { nameSchema } from "../../agent/model/values.js";
+import type { ObservedBackend, ObservedServer } from "../../agent/reconcile/observed-state.js";
+import type { Plan } from "../../agent/reconcile/planner.js";
+import type { SocketReport } from "../../agent/reconcile/reconciler.js";
+import { AgentRunner } from "../../agent/run/agent-runner.js";
+import type { Applier, SocketApply, SocketInventory } from "../../agent/run/applier.js";
+import type { DesiredSet } from "../../agent/run/local-store.js";
+
+/**
+ * Child process of the fleet benchmark: many agents running the real AgentRunner and
+ * ControllerLink (gRPC, acks, local store with fsync) over a simulated HAProxy, so the
+ * controller's process holds only the controller.
+ *
+ *   node fleet-agents.js COUNT HOST:PORT OFFSET [BACKENDS]
+ *
+ * Agents are `agent-<OFFSET + i>`. They connect in batches (FLEET_BATCH, default 100), each
+ * batch only once the previous one got its first push, so the ramp never piles up more
+ * handshakes than the controller can take. Talks to the parent over IPC only.
+ */
+
+/** Parent -> child. */
+export type FleetCommand = { type: "stop" } | { type: "cpu" };
+
+/** Child -> parent. */
+export type FleetReport =
+  | { type: "ready"; agents: number; ms: number; rssBytes: number }
+  | { type: "cpu"; micros: number }
+  | { type: "stopped" }
+  | { type: "failed"; error: string };
+
+const SOCKET = "sim";
+const BATCH = positiveInt(process.env["FLEET_BATCH"], 100);
+/** A batch that gets no push in this time means the controller is stuck: fail, not hang. */
+const BATCH_TIMEOUT_MS = 120_000;
+/** Bounded: a runner that will not stop must not keep the child (and the benchmark) alive. */
+const STOP_TIMEOUT_MS = 15_000;
+/**
+ * Resync and probe only call the simulated applier, yet with thousands of agents their
+ * timers would burn CPU that the controller needs on the same cores. Heartbeats stay at the
+ * defaults: the controller handles them, so they are part of what is measured.
+ */
+const IDLE_TIMER_MS = 3_600_000;
+
+const EMPTY_PLAN: Plan = { steps: [], backends: [], staleLedgerKeys: [], nextCheckAt: null };
+const silent = pino({ level: "silent" });
+
+/**
+ * HAProxy as it would be after a perfect apply: every desired server ready, nothing left to
+ * plan. `firstPush` resolves once a pushed set (not the empty startup set) was applied.
+ */
+class SimulatedApplier implements Applier {
+  readonly firstPush: Promise<void>;
+  private pushed: () => void = () => undefined;
+
+  constructor(private readonly backends: readonly string[]) {
+    this.firstPush = new Promise((resolve) => (this.pushed = resolve));
+  }
+
+  async apply(desired: DesiredSet): Promise<SocketApply[]> {
+    if (desired.backends.size > 0) this.pushed();
+    return [convergedReport(desired)];
+  }
+
+  async inventory(): Promise<SocketInventory[]> {
+    return [{ socket: SOCKET, backends: this.backends.map((name) => ({ name, slots: 100, serving: 0, dynamic: true })) }];
+  }
+
+  async reconnected(): Promise<string[]> {
+    return [];
+  }
+
+  close(): void {}
+}
+
+function convergedReport(desired: DesiredSet): SocketReport {
+  const observed = new Map<string, ObservedBackend>();
+  for (const backend of desired.backends.values()) {
+    observed.set(backend.name, { rawName: backend.name, name: backend.name, algorithm: "roundrobin", servers: backend.servers.map(servingServer) });
+  }
+  return { socket: SOCKET, plan: EMPTY_PLAN, outcomes: [], final: EMPTY_PLAN, observed, converged: true };
+}
+
+// Ready servers with the desired endpoints: the observed report then shows no drift, as on a
+// healthy HAProxy, so the controller is sent (and keeps) what it would keep in production.
+function servingServer(server: DesiredServer, index: number): ObservedServer {
+  const name = `srv${index + 1}`;
+  const weight = server.weight ?? 1;
+  return {
+    rawName: name,
+    name: nameSchema.parse(name),
+    id: index + 1,
+    rawAddress: server.address,
+    address: server.address,
+    port: server.port,
+    admin: "ready",
+    adminBits: 0,
+    userWeight: weight,
+    initialWeight: weight,
+    checked: false,
+    dynamic: true,
+    status: "no check",
+    sessions: null,
+  };
+}
+
+interface SimulatedAgent {
+  runner: AgentRunner;
+  applier: SimulatedApplier;
+}
+
+function createAgent(id: number, address: string, backends: readonly string[], stateRoot: string): SimulatedAgent {
+  const applier = new SimulatedApplier(backends);
+  const runner = new AgentRunner({
+    agentId: `agent-${id}`,
+    labels: { bench: "fleet" },
+    hafleetVersion: "bench",
+    controllers: [address],
+    applier,
+    stateDir: join(stateRoot, `agent-${id}`),
+    resyncMs: IDLE_TIMER_MS,
+    probeMs: IDLE_TIMER_MS,
+    logger: silent,
+  });
+  return { runner, applier };
+}
+
+async function startAll(count: number, offset: number, address: string, backends: readonly string[], stateRoot: string, agents: SimulatedAgent[]): Promise<void> {
+  for (let first = 0; first < count; first += BATCH) {
+    const batch = Array.from({ length: Math.min(BATCH, count - first) }, (_, index) => createAgent(offset + first + index, address, backends, stateRoot));
+    agents.push(...batch);
+    await Promise.all(batch.map((agent) => agent.runner.start()));
+    await bounded(
+      Promise.all(batch.map((agent) => agent.applier.firstPush)),
+      BATCH_TIMEOUT_MS,
+      `agents ${offset + first}..${offset + first + batch.length - 1}: no push within ${BATCH_TIMEOUT_MS} ms`,
+    );
+  }
+}
+
+async function stopAll(agents: readonly SimulatedAgent[]): Promise<void> {
+  await bounded(
+    Promise.all(agents.map((agent) => agent.runner.stop())),
+    STOP_TIMEOUT_MS,
+    `agents did not stop within ${STOP_TIMEOUT_MS} ms`,
+  );
+}
+
+/** tmpfs when there is one: the real agent fsyncs every push, and 10,000 of them would time the disk. */
+function stateBase(): string {
+  return existsSync("/dev/shm") ? "/dev/shm" : tmpdir();
+}
+
+function bounded<T>(promise: Promise<T>, ms: number, message: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(message)), ms);
+  });
+  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
+}
+
+function report(message: FleetReport): void {
+  process.send?.(message);
+}
+
+function positiveInt(text: string | undefined, fallback: number): number {
+  const value = Number(text);
+  return Number.isInteger(value) && value > 0 ? value : fallback;
+}
+
+function parseArgs(argv: readonly string[]): { count: number; address: string; offset: number; backends: string[] } {
+  const [countText, address, offsetText, backendsText] = argv;
+  const count = Number(countText);
+  const offset = Number(offsetText);
+  if (!Number.isInteger(count) || count < 1 || address === undefined || !Number.isInteger(offset) || offset < 0) {
+    throw new Error("usage: fleet-agents COUNT HOST:PORT OFFSET [BACKEND,...]");
+  }
+  return { count, address, offset, backends: (backendsText ?? "be_app").split(",") };
+}
+
+async function main(): Promise<void> {
+  if (process.send === undefined) throw new Error("fleet-agents runs as a child of the fleet benchmark (it reports over IPC)");
+  const { count, address, offset, backends } = parseArgs(process.argv.slice(2));
+  const stateRoot = await mkdtemp(join(stateBase(), `hafleet-fleet-${offset}-`));
+  // Whatever way the child ends, its state files go: 10,000 dirs would otherwise fill tmpfs runs.
+  process.on("exit", () => rmSync(stateRoot, { recursive: true, force: true }));
+  let stopped = false;
+  // The parent gone (killed by its time limit, or crashed): nothing is left to report to.
+  process.on("disconnect", () => process.exit(stopped ? 0 : 1));
+  // Exit through the exit hook, which removes the state files; the default would skip it.
+  process.on("SIGTERM", () => process.exit(1));
+
+  const agents: SimulatedAgent[] = [];
+  process.on("message", (command: FleetCommand) => {
+    if (command.type === "cpu") {
+      const usage = process.cpuUsage();
+      report({ type: "cpu", micros: usage.user + usage.system });
+    } else if (command.type === "stop") {
+      void stopAll(agents)
+        .then(() => {
+          stopped = true;
+          report({ type: "stopped" });
+        })
+        .catch((error: unknown) => report({ type: "failed", error: String(error) }))
+        .finally(() => process.disconnect());
+    }
+  });
+
+  const started = performance.now();
+  await startAll(count, offset, address, backends, stateRoot, agents);
+  report({ type: "ready", agents: count, ms: Math.round(performance.now() - started), rssBytes: process.memoryUsage().rss });
+}
+
+main().catch((error: unknown) => {
+  report({ type: "failed", error: error instanceof Error ? error.message : String(error) });
+  // Let the IPC message go out before leaving.
+  setTimeout(() => process.exit(1), 100);
+});
