@@ -1,6 +1,7 @@
 import { readFile } from "node:fs/promises";
 import type { Logger } from "pino";
 import { UsageError } from "../errors.js";
+import { formatHybridOutcome, openHybridSession, parseHybridFlags, runHybrid } from "../hybrid/hybrid-session.js";
 import { parseDesiredStateJson, type DesiredState } from "../model/desired-state.js";
 import { LedgerStore } from "../reconcile/ledger-store.js";
 import { reconcileSocket, type SocketReport } from "../reconcile/reconciler.js";
@@ -27,6 +28,17 @@ every HAProxy now runs the desired state.
   --allow-empty     let an empty server list empty a backend that serves traffic
   -h, --help        this text
 
+Hybrid mode (all four together, one --socket): after applying, re-render FILE from what
+HAProxy runs plus servers no slot could take, check it with haproxy -c, and reload through
+the master CLI only when needed (slots exhausted on a backend refusing dynamic servers, or
+a changed template); a failed reload restores the previous FILE and exits 1.
+  --config-template T  nunjucks template (e.g. deploy/hybrid/haproxy.cfg.njk)
+  --config-out FILE    the haproxy.cfg HAProxy runs from
+  --state-file F       the server-state file (the default template's stateFile)
+  --master-socket S    master CLI socket (haproxy -W -S S)
+  --spare-slots N      spare disabled slots per backend in the file (default 4)
+  --var KEY=VALUE      a template variable (stateFile and adminSocket default to the flags)
+
 Exit codes: 0 desired state running; 1 not (refused, not placed, still draining);
 2 invalid input (nothing applied); 3 HAProxy unreachable or unreadable.`;
 
@@ -40,20 +52,36 @@ export async function applyCommand(args: string[], log: Logger): Promise<number>
     wait: { type: "string" },
     "state-dir": { type: "string" },
     "allow-empty": { type: "boolean" },
+    "config-template": { type: "string" },
+    "config-out": { type: "string" },
+    "state-file": { type: "string" },
+    "master-socket": { type: "string" },
+    "spare-slots": { type: "string" },
+    var: { type: "string", multiple: true },
   });
   const sockets = (flags.socket ?? []).map(parseSocketAddress);
   if (sockets.length === 0 || flags.desired === undefined) throw new UsageError("apply needs --socket and --desired");
   const drainMs = parseDuration("--drain-period", flags["drain-period"] ?? "5s");
   const waitMs = flags.wait === undefined ? drainMs + 5_000 : parseDuration("--wait", flags.wait);
+  const hybridSettings = parseHybridFlags(flags);
+  if (hybridSettings && sockets.length > 1) throw new UsageError("hybrid mode manages one HAProxy (one config file): give one --socket");
   const desired = await loadDesired(flags.desired);
   const stateDir = flags["state-dir"] ?? "/var/lib/hafleet";
+  const hybrid = hybridSettings && !flags["dry-run"] ? await openHybridSession(hybridSettings, flags.socket![0]!) : null;
+  let hybridOk = true;
 
   const reports = await Promise.all(
     sockets.map(async (address) => {
       const client = new RuntimeClient(address, { logger: log });
       try {
         const options = { drainMs, waitMs, pollMs: 250, allowEmpty: flags["allow-empty"] ?? false, dryRun: flags["dry-run"] ?? false, logger: log };
-        return await reconcileSocket(client, desired, new LedgerStore(stateDir, client.name), options);
+        const reconcile = () => reconcileSocket(client, desired, new LedgerStore(stateDir, client.name), options);
+        const report = await reconcile();
+        if (!hybrid) return report;
+        const outcome = await runHybrid(hybrid, client, desired, report, reconcile, log);
+        process.stderr.write(formatHybridOutcome(outcome, hybrid.settings.configFile) + "\n");
+        hybridOk = outcome.ok;
+        return outcome.report;
       } finally {
         client.close();
       }
@@ -61,7 +89,7 @@ export async function applyCommand(args: string[], log: Logger): Promise<number>
   );
   print(reports, flags.json ?? false, flags["dry-run"] ?? false);
   if (flags["dry-run"]) return 0;
-  return reports.every((report) => report.converged) ? 0 : 1;
+  return hybridOk && reports.every((report) => report.converged) ? 0 : 1;
 }
 
 async function loadDesired(file: string): Promise<DesiredState> {

@@ -1,0 +1,126 @@
+import { readFile } from "node:fs/promises";
+import type { Logger } from "pino";
+import { InvalidInputError, UsageError } from "../errors.js";
+import type { DesiredState } from "../model/desired-state.js";
+import type { SocketReport } from "../reconcile/reconciler.js";
+import type { RuntimeClient } from "../runtime/runtime-client.js";
+import { parseSocketAddress } from "../runtime/socket-address.js";
+import { hybridApply, templateDigest, type HybridOutcome } from "./hybrid-apply.js";
+import { MasterCli } from "./master-cli.js";
+import { Reloader } from "./reloader.js";
+import { compileTemplate, parseTemplateVars, type ConfigTemplate, type TemplateVars } from "./render-config.js";
+import { MAX_SPARE_SLOTS } from "./render-model.js";
+import { saveServerState } from "./state-file.js";
+
+/** The hybrid flags of `apply`, checked together: a partial set is a usage error, none is pure Runtime API mode. */
+export interface HybridFlags {
+  "config-template"?: string | undefined;
+  "config-out"?: string | undefined;
+  "state-file"?: string | undefined;
+  "master-socket"?: string | undefined;
+  "spare-slots"?: string | undefined;
+  var?: string[] | undefined;
+}
+
+export interface HybridSettings {
+  templatePath: string;
+  configFile: string;
+  stateFile: string;
+  masterSocket: string;
+  spareSlots: number;
+  varTexts: string[];
+}
+
+const REQUIRED = ["config-template", "config-out", "state-file", "master-socket"] as const;
+const DEFAULT_SPARE_SLOTS = 4;
+
+export function parseHybridFlags(flags: HybridFlags): HybridSettings | null {
+  const given = REQUIRED.filter((flag) => flags[flag] !== undefined);
+  if (given.length === 0) {
+    if (flags["spare-slots"] !== undefined || (flags.var ?? []).length > 0) throw new UsageError("--spare-slots and --var belong to hybrid mode: give --config-template, --config-out, --state-file and --master-socket too");
+    return null;
+  }
+  if (given.length < REQUIRED.length) {
+    const missing = REQUIRED.filter((flag) => flags[flag] === undefined).map((flag) => `--${flag}`);
+    throw new UsageError(`hybrid mode needs --config-template, --config-out, --state-file and --master-socket together; missing ${missing.join(", ")}`);
+  }
+  const spareText = flags["spare-slots"];
+  const spareSlots = spareText === undefined ? DEFAULT_SPARE_SLOTS : Number(spareText);
+  if (spareText !== undefined && (!/^\d+$/.test(spareText) || spareSlots > MAX_SPARE_SLOTS)) throw new UsageError(`--spare-slots must be an integer in 0..${MAX_SPARE_SLOTS}, got ${JSON.stringify(spareText)}`);
+  return {
+    templatePath: flags["config-template"]!,
+    configFile: flags["config-out"]!,
+    stateFile: flags["state-file"]!,
+    masterSocket: flags["master-socket"]!,
+    spareSlots,
+    varTexts: flags.var ?? [],
+  };
+}
+
+export interface HybridSession {
+  settings: HybridSettings;
+  template: ConfigTemplate;
+  vars: TemplateVars;
+  digest: string;
+}
+
+/**
+ * Reads and compiles the template once: the digest is of the very bytes that render. The
+ * default template's `stateFile` and `adminSocket` default to the agent's own flags, so the
+ * file HAProxy loads is the one the agent writes.
+ */
+export async function openHybridSession(settings: HybridSettings, adminSocket: string): Promise<HybridSession> {
+  let source: string;
+  try {
+    source = await readFile(settings.templatePath, "utf8");
+  } catch (error) {
+    throw new InvalidInputError(settings.templatePath, [{ path: "", message: `cannot read the template: ${(error as Error).message}` }]);
+  }
+  const template = compileTemplate(source, settings.templatePath);
+  const given = parseTemplateVars(settings.varTexts);
+  const vars: TemplateVars = { stateFile: settings.stateFile, ...(parseSocketAddress(adminSocket).kind === "unix" ? { adminSocket } : {}), ...given };
+  return { settings, template, vars, digest: templateDigest(source, vars) };
+}
+
+/** One socket's hybrid step after its reconcile; the Reloader saves the state file right before `reload`. */
+export async function runHybrid(
+  session: HybridSession,
+  client: RuntimeClient,
+  desired: DesiredState,
+  report: SocketReport,
+  reconcile: () => Promise<SocketReport>,
+  logger: Logger,
+): Promise<HybridOutcome> {
+  const master = new MasterCli(parseSocketAddress(session.settings.masterSocket), { logger });
+  const reloader = new Reloader(master, {
+    logger,
+    prepare: async () => {
+      await saveServerState(client, session.settings.stateFile, { logger });
+      client.close();
+    },
+  });
+  return hybridApply({
+    report,
+    desired,
+    template: session.template,
+    digest: session.digest,
+    vars: session.vars,
+    configFile: session.settings.configFile,
+    stateFile: session.settings.stateFile,
+    reloader,
+    client,
+    reconcile,
+    spareSlots: session.settings.spareSlots,
+    logger,
+  });
+}
+
+/** One line per outcome for the operator: what was written, reloaded, or why it failed. */
+export function formatHybridOutcome(outcome: HybridOutcome, file: string): string {
+  const lines: string[] = [];
+  lines.push(`${file}: ${outcome.written === null ? "not written" : outcome.written.changed ? "written" : "unchanged"}`);
+  if (outcome.reload) lines.push(`reloaded (${outcome.reloadReasons.join("; ")}): worker ${outcome.reload.workerPid} serves (was ${outcome.reload.previousWorkerPids.join(", ") || "none"})`);
+  for (const item of outcome.notPlaceable) lines.push(`not placeable: ${item.backend} ${item.endpoint}: HAProxy has no such backend (hybrid mode does not create backends)`);
+  if (outcome.failure !== null) lines.push(`FAILED: ${outcome.failure}${outcome.restored ? `; ${file} was restored to the previous file` : ""}`);
+  return lines.join("\n");
+}
