@@ -1,7 +1,7 @@
 import { readFile } from "node:fs/promises";
 import type { Logger } from "pino";
 import { UsageError } from "../errors.js";
-import { formatHybridOutcome, openHybridSession, parseHybridFlags, runHybrid } from "../hybrid/hybrid-session.js";
+import { formatHybridOutcome, hybridFlagOptions, openHybridSession, parseHybridFlags, runHybrid } from "../hybrid/hybrid-session.js";
 import { parseDesiredStateJson, type DesiredState } from "../model/desired-state.js";
 import { LedgerStore } from "../reconcile/ledger-store.js";
 import { reconcileSocket, type SocketReport } from "../reconcile/reconciler.js";
@@ -52,12 +52,7 @@ export async function applyCommand(args: string[], log: Logger): Promise<number>
     wait: { type: "string" },
     "state-dir": { type: "string" },
     "allow-empty": { type: "boolean" },
-    "config-template": { type: "string" },
-    "config-out": { type: "string" },
-    "state-file": { type: "string" },
-    "master-socket": { type: "string" },
-    "spare-slots": { type: "string" },
-    var: { type: "string", multiple: true },
+    ...hybridFlagOptions,
   });
   const sockets = (flags.socket ?? []).map(parseSocketAddress);
   if (sockets.length === 0 || flags.desired === undefined) throw new UsageError("apply needs --socket and --desired");

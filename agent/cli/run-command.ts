@@ -9,6 +9,7 @@ import { RuntimeApplier } from "../run/applier.js";
 import { LIMITS } from "../../proto/messages.js";
 import { parseDuration, parseFlags } from "./args.js";
 import { EXIT } from "./run-cli.js";
+import { hybridFlagOptions, openHybridSession, parseHybridFlags } from "../hybrid/hybrid-session.js";
 
 export const RUN_HELP = `Usage: hafleet-agent run --controller HOST:PORT [--controller ...] --socket SOCKET [--socket ...] --id ID [options]
 
@@ -28,6 +29,8 @@ changes HAProxy. Runs until SIGTERM or SIGINT.
                     sooner when it has no sessions left)
   --resync D        how often to re-apply the stored desired state, repairing drift such as
                     a restarted HAProxy or a server changed by hand (default 10s)
+  hybrid mode, as for apply (one --socket): --config-template T --config-out FILE
+                    --state-file F --master-socket S [--spare-slots N] [--var KEY=VALUE ...]
   -h, --help        this text
 
 Exit codes: 0 stopped by SIGTERM/SIGINT; 2 invalid input.`;
@@ -41,6 +44,7 @@ export async function runCommand(args: string[], log: Logger): Promise<number> {
     "state-dir": { type: "string" },
     "drain-period": { type: "string" },
     resync: { type: "string" },
+    ...hybridFlagOptions,
   });
   const controllers = flags.controller ?? [];
   const sockets = (flags.socket ?? []).map(parseSocketAddress);
@@ -51,13 +55,16 @@ export async function runCommand(args: string[], log: Logger): Promise<number> {
   const resyncMs = parseDuration("--resync", flags.resync ?? "10s");
   if (resyncMs <= 0) throw new InvalidInputError("--resync", [{ path: "--resync", message: "must be more than 0", value: flags.resync }]);
   const stateDir = flags["state-dir"] ?? "/var/lib/hafleet";
+  const hybridSettings = parseHybridFlags(flags);
+  if (hybridSettings && sockets.length > 1) throw new UsageError("hybrid mode manages one HAProxy (one config file): give one --socket");
+  const hybrid = hybridSettings ? await openHybridSession(hybridSettings, flags.socket![0]!) : undefined;
 
   const runner = new AgentRunner({
     agentId: flags.id,
     labels: parseLabels(flags.label ?? []),
     hafleetVersion: packageVersion(),
     controllers,
-    applier: new RuntimeApplier({ sockets, stateDir, drainMs, logger: log.child({ agent: flags.id }) }),
+    applier: new RuntimeApplier({ sockets, stateDir, drainMs, logger: log.child({ agent: flags.id }), ...(hybrid ? { hybrid } : {}) }),
     stateDir,
     resyncMs,
     logger: log,

@@ -13,6 +13,16 @@ import { MAX_SPARE_SLOTS } from "./render-model.js";
 import { saveServerState } from "./state-file.js";
 
 /** The hybrid flags of `apply`, checked together: a partial set is a usage error, none is pure Runtime API mode. */
+/** The hybrid-mode flags, for parseFlags: `apply` and `run` take the same ones. */
+export const hybridFlagOptions = {
+  "config-template": { type: "string" },
+  "config-out": { type: "string" },
+  "state-file": { type: "string" },
+  "master-socket": { type: "string" },
+  "spare-slots": { type: "string" },
+  var: { type: "string", multiple: true },
+} as const;
+
 export interface HybridFlags {
   "config-template"?: string | undefined;
   "config-out"?: string | undefined;

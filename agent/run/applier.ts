@@ -11,6 +11,7 @@ import { RuntimeClient, type RuntimeClientOptions } from "../runtime/runtime-cli
 import type { SocketAddress } from "../runtime/socket-address.js";
 import { LIMITS, type Hello } from "../../proto/messages.js";
 import type { DesiredSet } from "./local-store.js";
+import { runHybrid, type HybridSession } from "../hybrid/hybrid-session.js";
 
 /** A socket whose HAProxy could not be read or changed at all: nothing is known of it. */
 export interface SocketFailure {
@@ -73,6 +74,8 @@ export interface RuntimeApplierOptions {
   client?: Omit<RuntimeClientOptions, "logger">;
   /** A hello should not wait long for one slow HAProxy. */
   inventoryTimeoutMs?: number;
+  /** Hybrid mode (one socket): keep the config file in step, reload when unavoidable. */
+  hybrid?: HybridSession;
 }
 
 interface SocketState {
@@ -110,7 +113,13 @@ export class RuntimeApplier implements Applier {
       this.sockets.map(async (socket): Promise<SocketApply> => {
         socket.identity = await identify(socket.client);
         try {
-          return await reconcileSocket(socket.client, desired, socket.ledger, reconcileOptions);
+          const reconcile = () => reconcileSocket(socket.client, desired, socket.ledger, reconcileOptions);
+          const report = await reconcile();
+          const hybrid = this.options.hybrid;
+          if (!hybrid) return report;
+          // A refused render or a failed reload fails the whole socket: every pushed backend is nacked.
+          const outcome = await runHybrid(hybrid, socket.client, desired, report, reconcile, this.options.logger);
+          return outcome.ok ? outcome.report : { socket: socket.client.name, error: `hybrid mode: ${outcome.failure ?? "failed"}` };
         } catch (error) {
           return { socket: socket.client.name, error: describe(error) };
         }

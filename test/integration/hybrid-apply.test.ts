@@ -19,6 +19,10 @@ import { serving, silentLogger, type ServerInput } from "../support/apply.js";
 import { templateBackend } from "../support/haproxy-config.js";
 import { freePort, isHaproxyInstalled, startHaproxy, type RunningHaproxy } from "../support/haproxy.js";
 import { sendRaw } from "../support/raw-socket.js";
+import { RuntimeApplier } from "../../agent/run/applier.js";
+import { emptyDesiredSet, mergePush } from "../../agent/run/local-store.js";
+import { openHybridSession, parseHybridFlags } from "../../agent/hybrid/hybrid-session.js";
+import { nameSchema } from "../../agent/model/values.js";
 
 /*
  * hafleet-agent apply in hybrid mode against HAProxy 2.6 in master-worker mode, started from a
@@ -145,6 +149,24 @@ describe("hafleet-agent apply in hybrid mode", () => {
     expect(again.code).toBe(0);
     expect(again.stderr).toContain(`${s.h.configPath}: unchanged`);
     expect((await rawProc(s.h.masterSocket!)).reloads).toBe(after.reloads);
+  }, 40_000);
+
+  it("does the same for the run mode: its applier reloads once and the pushed servers all run", async () => {
+    const s = await startRendered([{ name: "be_static", balance: "static-rr", servers: servers(2, 1) }], 1);
+    const before = await rawProc(s.h.masterSocket!);
+    const settings = parseHybridFlags({ "config-template": DEFAULT_TEMPLATE, "config-out": s.h.configPath, "state-file": s.stateFile, "master-socket": s.h.masterSocket!, "spare-slots": "1", var: Object.entries(s.vars).map(([key, value]) => `${key}=${value}`) })!;
+    const hybrid = await openHybridSession(settings, s.h.socket);
+    const applier = new RuntimeApplier({ sockets: [parseSocketAddress(s.h.socket)], stateDir: join(s.h.dir, "run-state"), drainMs: 0, logger: silentLogger, hybrid });
+    try {
+      const wanted = servers(6, 1);
+      const push = { version: "v1", removedBackends: [], backends: [{ name: nameSchema.parse("be_static"), version: "b1", allowEmpty: false, servers: parseDesiredState({ backends: [{ name: "be_static", servers: wanted }] }, "test").backends[0]!.servers }] };
+      const [result] = await applier.apply(mergePush(emptyDesiredSet(), push));
+      expect(result && "error" in result ? result.error : result?.converged).toBe(true);
+      expect((await rawProc(s.h.masterSocket!)).reloads).toBe(before.reloads + 1);
+      expect(serving(await s.h.serversState("be_static"), "be_static")).toEqual(wanted.map((server) => `${server.address}:${server.port}`).sort());
+    } finally {
+      applier.close();
+    }
   }, 40_000);
 
   it("keeps runtime changes (addresses, ports, weights, an operator's drain) through a reload from outside", async () => {
