@@ -10,14 +10,15 @@ import { RuntimeCommand } from "../runtime/commands.js";
 import type { RuntimeClient } from "../runtime/runtime-client.js";
 import { backupPath, ConfigRejectedError, writeConfig, type ConfigWriteOptions, type ConfigWriteResult } from "./config-writer.js";
 import type { ConfigTemplate, TemplateVars } from "./render-config.js";
-import { DEFAULT_SLOT_PREFIX, formatEndpoint, fromObserved, HAPROXY_DEFAULT_WEIGHT, nextSlotNames, PLACEHOLDER_ADDRESS, slotPrefixOf, type RenderBackend, type RenderContext, type RenderServer } from "./render-model.js";
+import { DEFAULT_SLOT_PREFIX, formatEndpoint, fromDesired, fromObserved, HAPROXY_DEFAULT_WEIGHT, nextSlotNames, PLACEHOLDER_ADDRESS, slotPrefixOf, type RenderBackend, type RenderContext, type RenderServer } from "./render-model.js";
 import { ReloadFailedError, ReloadTimeoutError, type ReloadResult, type Reloader } from "./reloader.js";
 import { saveServerState, StateFileWriteError } from "./state-file.js";
 
 /**
  * Hybrid mode's policy, run after each reconcile: the config file always follows what runs,
  * and HAProxy is reloaded only when the Runtime API cannot do the job (slots exhausted on a
- * backend that refuses dynamic servers) or the template changed. A failed reload leaves the
+ * backend that refuses dynamic servers, a backend the running HAProxy lacks) or the template
+ * changed. A failed reload leaves the
  * old worker serving, so the file is put back to what that worker was started from.
  */
 
@@ -32,18 +33,12 @@ export interface SlotShortage {
   endpoints: string[];
 }
 
-export interface NotPlaceable {
-  backend: string;
-  endpoint: string;
-  /** A backend the running HAProxy lacks: the template would have to render it, which it cannot from what runs. */
-  reason: "backend-missing";
-}
-
 export interface HybridPlan {
   context: RenderContext;
   /** Non-empty: only a reload from the rendered file can run these servers. */
   shortages: SlotShortage[];
-  notPlaceable: NotPlaceable[];
+  /** Desired backends the running HAProxy lacks: rendered from the desired state, run by a reload. */
+  missing: string[];
 }
 
 /**
@@ -56,13 +51,16 @@ export function planHybrid(report: SocketReport, desired: DesiredState, options:
   const managed = desired.backends.map((backend) => backend.name);
   const base = fromObserved(report.observed, { backends: managed, spareSlots: options.spareSlots });
   const shortages: SlotShortage[] = [];
-  const notPlaceable: NotPlaceable[] = [];
   for (const backend of report.final.backends) {
     const short = backend.unplaced.filter((entry) => entry.reason === "no-free-slot").map((entry) => entry.endpoint);
     if (short.length > 0) shortages.push({ backend: backend.backend, endpoints: short });
-    for (const entry of backend.unplaced) if (entry.reason === "backend-missing") notPlaceable.push({ backend: backend.backend, endpoint: entry.endpoint, reason: "backend-missing" });
   }
-  if (shortages.length === 0) return { context: base, shortages, notPlaceable };
+  const missingBackends = desired.backends.filter((backend) => !report.observed.has(backend.name));
+  const missing = missingBackends.map((backend) => backend.name as string);
+  // Named srv1..N like `hafleet-agent render` names them; the template's own balance applies.
+  const added = fromDesired({ backends: missingBackends }, { spareSlots: options.spareSlots }).backends;
+  const withMissing = (backends: readonly RenderBackend[]): RenderContext => ({ backends: [...backends, ...added].sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0)) });
+  if (shortages.length === 0) return { context: withMissing(base.backends), shortages, missing };
 
   const byBackend = new Map(shortages.map((shortage) => [shortage.backend, shortage.endpoints]));
   const backends = base.backends.map((rendered): RenderBackend => {
@@ -72,7 +70,7 @@ export function planHybrid(report: SocketReport, desired: DesiredState, options:
     if (endpoints === undefined || observed === undefined || wanted === undefined) return rendered;
     return withNewSlots(rendered, observed, serversFor(endpoints, wanted.servers));
   });
-  return { context: { backends }, shortages, notPlaceable };
+  return { context: withMissing(backends), shortages, missing };
 }
 
 function serversFor(endpoints: readonly string[], servers: readonly DesiredServer[]): DesiredServer[] {
@@ -150,7 +148,6 @@ export interface HybridOutcome {
   written: ConfigWriteResult | null;
   reload: ReloadResult | null;
   reloadReasons: string[];
-  notPlaceable: NotPlaceable[];
   /** Why the change failed; null when ok. */
   failure: string | null;
   /** The previous file was put back after a failed reload. */
@@ -163,8 +160,7 @@ const WORKER_TAKEOVER_MS = 3_000;
 export async function hybridApply(input: HybridApplyInput): Promise<HybridOutcome> {
   const log = input.logger.child({ file: input.configFile });
   const plan = planHybrid(input.report, input.desired, { spareSlots: input.spareSlots });
-  for (const item of plan.notPlaceable) log.warn({ backend: item.backend, server: item.endpoint }, "not placeable: HAProxy has no such backend, and hybrid mode renders only backends it runs");
-  const base = { report: input.report, reload: null, reloadReasons: [] as string[], notPlaceable: plan.notPlaceable, restored: false };
+  const base = { report: input.report, reload: null, reloadReasons: [] as string[], restored: false };
 
   let written: ConfigWriteResult;
   try {
@@ -176,7 +172,10 @@ export async function hybridApply(input: HybridApplyInput): Promise<HybridOutcom
 
   const stamp = templateStampPath(input.configFile);
   const previousDigest = await readIfExists(stamp);
-  const reasons = plan.shortages.map((shortage) => `${shortage.backend}: ${shortage.endpoints.length} server(s) without a free slot`);
+  const reasons = [
+    ...plan.shortages.map((shortage) => `${shortage.backend}: ${shortage.endpoints.length} server(s) without a free slot`),
+    ...plan.missing.map((backend) => `${backend}: not in the running HAProxy`),
+  ];
   // No stamp: nothing says which template HAProxy runs; assume this one rather than reload on every first apply.
   if (previousDigest !== null && previousDigest.trim() !== input.digest) reasons.push("the template or its variables changed");
   if (reasons.length === 0) {
@@ -185,7 +184,8 @@ export async function hybridApply(input: HybridApplyInput): Promise<HybridOutcom
   }
 
   for (const shortage of plan.shortages) log.info({ backend: shortage.backend, servers: shortage.endpoints.length }, "reload needed: no free slot, and the backend refuses dynamic servers");
-  if (reasons.length > plan.shortages.length) log.info({ stamp }, "reload needed: the template or its variables changed");
+  for (const backend of plan.missing) log.info({ backend }, "reload needed: the running HAProxy has no such backend");
+  if (reasons.length > plan.shortages.length + plan.missing.length) log.info({ stamp }, "reload needed: the template or its variables changed");
   let reload: ReloadResult;
   try {
     await saveServerState(input.client, input.stateFile, { logger: log });
@@ -210,8 +210,9 @@ export async function hybridApply(input: HybridApplyInput): Promise<HybridOutcom
   const after = planHybrid(report, input.desired, { spareSlots: input.spareSlots });
   await writeConfig(input.configFile, input.template.render(after.context, input.vars), { ...input.write, logger: log });
   await writeFileAtomic(stamp, `${input.digest}\n`, 0o644);
-  const failure = after.shortages.length > 0 ? "servers still without a slot after the reload" : null;
-  return { ...base, ok: failure === null, report, written, reload, reloadReasons: reasons, notPlaceable: after.notPlaceable, failure };
+  const failure =
+    after.shortages.length > 0 ? "servers still without a slot after the reload" : after.missing.length > 0 ? `backends still missing after the reload: ${after.missing.join(", ")}` : null;
+  return { ...base, ok: failure === null, report, written, reload, reloadReasons: reasons, failure };
 }
 
 /** The backup holds the file the serving worker was started from (or last rewritten to). */

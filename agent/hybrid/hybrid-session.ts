@@ -130,7 +130,6 @@ export function formatHybridOutcome(outcome: HybridOutcome, file: string): strin
   const lines: string[] = [];
   lines.push(`${file}: ${outcome.written === null ? "not written" : outcome.written.changed ? "written" : "unchanged"}`);
   if (outcome.reload) lines.push(`reloaded (${outcome.reloadReasons.join("; ")}): worker ${outcome.reload.workerPid} serves (was ${outcome.reload.previousWorkerPids.join(", ") || "none"})`);
-  for (const item of outcome.notPlaceable) lines.push(`not placeable: ${item.backend} ${item.endpoint}: HAProxy has no such backend (hybrid mode does not create backends)`);
   if (outcome.failure !== null) lines.push(`FAILED: ${outcome.failure}${outcome.restored ? `; ${file} was restored to the previous file` : ""}`);
   return lines.join("\n");
 }

@@ -14,6 +14,7 @@ import { startController, type RunningController } from "../../controller/contro
 import type { FleetServer } from "../../controller/server/fleet-server.js";
 import type { FleetCommand, FleetReport } from "./fleet-agents.js";
 import { MemorySource, type MemoryInstance } from "./memory-source.js";
+import { printLine, round } from "./report.js";
 
 /**
  * Fleet convergence: one controller and N agents (the real AgentRunner and its gRPC link over
@@ -723,14 +724,6 @@ function targetsLine(results: ReadonlyMap<number, Record<string, unknown>>): Rec
 function percentile(sorted: readonly number[], q: number): number {
   if (sorted.length === 0) return Number.NaN;
   return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil(q * sorted.length) - 1))]!;
-}
-
-function printLine(record: Record<string, unknown>): void {
-  process.stdout.write(`${JSON.stringify(record)}\n`);
-}
-
-function round(value: number): number {
-  return Math.round(value * 10) / 10;
 }
 
 function positiveInt(text: string | undefined, fallback: number): number {

@@ -10,6 +10,7 @@ import { parseSocketAddress } from "../../agent/runtime/socket-address.js";
 import { benchmarkSections } from "../support/haproxy-config.js";
 import { startHaproxy, type RunningHaproxy } from "../support/haproxy.js";
 import { sendConnectionPerCommand, sendRawPipelined } from "./baselines.js";
+import { armTimeLimit, median, printLine, round } from "./report.js";
 
 /**
  * Apply benchmark on one real HAProxy: 100 backends x 100 template slots, and a desired state
@@ -109,11 +110,7 @@ async function verify(haproxy: RunningHaproxy, desired: DesiredState, method: st
 }
 
 async function main(): Promise<void> {
-  const limit = setTimeout(() => {
-    console.error(`bench: over ${TIME_LIMIT_MS} ms, giving up`);
-    process.exit(2); // the harness's exit hook kills HAProxy
-  }, TIME_LIMIT_MS);
-  limit.unref();
+  armTimeLimit("bench", TIME_LIMIT_MS);
 
   const haproxy = await startHaproxy({ sections: benchmarkSections(BACKENDS, SLOTS_PER_BACKEND), quiet: true });
   try {
@@ -146,21 +143,6 @@ async function main(): Promise<void> {
   }
   // maxRSS is in KiB.
   printLine({ bench: BENCH, peak_rss_mb: round(process.resourceUsage().maxRSS / 1024) });
-}
-
-function printLine(record: Record<string, unknown>): void {
-  process.stdout.write(`${JSON.stringify(record)}\n`);
-}
-
-function median(values: readonly number[]): number {
-  const sorted = [...values].sort((a, b) => a - b);
-  const middle = Math.floor(sorted.length / 2);
-  const upper = sorted[middle] ?? 0;
-  return sorted.length % 2 === 1 ? upper : ((sorted[middle - 1] ?? 0) + upper) / 2;
-}
-
-function round(value: number): number {
-  return Math.round(value * 10) / 10;
 }
 
 function positiveInt(text: string | undefined, fallback: number): number {

@@ -214,17 +214,10 @@ describe("hafleet-agent apply in hybrid mode", () => {
     expect(state(runningAfter, "be_static")).toEqual({ "srv1": "127.0.3.1:9001 admin=0 w=1", "srv2": "127.0.3.7:9207 admin=0 w=1", "srv3": "0.0.0.0:80 admin=1 w=1" });
   }, 40_000);
 
-  it("reloads once for a changed template; a backend HAProxy lacks is reported, not invented, and causes no reload", async () => {
+  it("reloads once for a changed template, and once for a backend HAProxy lacks, which then runs", async () => {
     const s = await startRendered([{ name: "be_static", balance: "static-rr", servers: servers(1, 5) }], 1);
     expect((await apply(s, { be_static: servers(1, 5) })).code).toBe(0);
     const start = await rawProc(s.h.masterSocket!);
-
-    const missing = await apply(s, { be_static: servers(1, 5), be_new: servers(1, 6) });
-    expect(missing.code).toBe(1);
-    expect(missing.stderr).toContain("not placeable: be_new 127.0.6.1:9001: HAProxy has no such backend");
-    expect(missing.stderr).not.toContain("reloaded");
-    expect(await readFile(s.h.configPath, "utf8")).not.toContain("be_new");
-    expect((await rawProc(s.h.masterSocket!)).reloads).toBe(start.reloads);
 
     const edited = join(s.h.dir, "edited.njk");
     await writeFile(edited, (await readFile(DEFAULT_TEMPLATE, "utf8")).replace("timeout client 30s", "timeout client 31s"));
@@ -237,6 +230,14 @@ describe("hafleet-agent apply in hybrid mode", () => {
     expect((await apply(s, { be_static: servers(1, 5) }, edited)).stderr).not.toContain("reloaded");
     expect((await rawProc(s.h.masterSocket!)).reloads).toBe(start.reloads + 1);
     expect(serving(await s.h.serversState("be_static"), "be_static")).toEqual(["127.0.5.1:9001"]);
+
+    // A desired backend the running HAProxy lacks: rendered from the desired state, one reload.
+    const missing = await apply(s, { be_static: servers(1, 5), be_new: servers(2, 6) }, edited);
+    expect(missing.code, missing.stderr).toBe(0);
+    expect(missing.stderr).toContain("reloaded (be_new: not in the running HAProxy)");
+    expect((await rawProc(s.h.masterSocket!)).reloads).toBe(start.reloads + 2);
+    expect(serving(await s.h.serversState("be_new"), "be_new")).toEqual(["127.0.6.1:9001", "127.0.6.2:9002"]);
+    expect(fileServers(await readFile(s.h.configPath, "utf8"), "be_new")).toEqual(runningServers(await s.h.serversState("be_new"), "be_new"));
   }, 40_000);
 
   it("a reload that fails: the old worker serves on, the file is rolled back, apply exits 1", async () => {

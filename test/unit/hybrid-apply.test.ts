@@ -74,12 +74,13 @@ describe("planHybrid", () => {
     expect(lines(plan.context.backends[0])).toEqual(["srv1 10.0.0.1:8001 w10", "srv2 10.0.0.2:8002 w10", "srv3 0.0.0.0:80 disabled w10"]);
   });
 
-  it("reports a backend HAProxy lacks as not placeable, and renders nothing for it", () => {
+  it("renders a backend HAProxy lacks from the desired state, in name order, and asks for a reload", () => {
     const want = desired({ be_static: [{ address: "10.0.0.1", port: 8001 }, { address: "10.0.0.2", port: 8002 }], be_new: [{ address: "10.2.0.1", port: 80 }] });
-    const plan = planHybrid(report(new Map([["be_static", full]]), want), want, { spareSlots: 0 });
-    expect(plan.notPlaceable).toEqual([{ backend: "be_new", endpoint: "10.2.0.1:80", reason: "backend-missing" }]);
+    const plan = planHybrid(report(new Map([["be_static", full]]), want), want, { spareSlots: 1 });
+    expect(plan.missing).toEqual(["be_new"]);
     expect(plan.shortages).toEqual([]);
-    expect(plan.context.backends.map((b) => b.name)).toEqual(["be_static"]);
+    expect(plan.context.backends.map((b) => b.name)).toEqual(["be_new", "be_static"]);
+    expect(lines(plan.context.backends[0])).toEqual(["srv1 10.2.0.1:80 w1", "srv2 0.0.0.0:80 disabled w1"]);
   });
 
   it("never reuses a running name, even a spare slot's, for a new server", () => {
