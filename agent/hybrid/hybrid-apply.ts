@@ -8,7 +8,7 @@ import type { SocketReport } from "../reconcile/reconciler.js";
 import type { ObservedBackend } from "../reconcile/observed-state.js";
 import { RuntimeCommand } from "../runtime/commands.js";
 import type { RuntimeClient } from "../runtime/runtime-client.js";
-import { backupPath, ConfigRejectedError, writeConfig, type ConfigWriteOptions, type ConfigWriteResult } from "./config-writer.js";
+import { backupPath, ConfigRejectedError, writeConfig, type CoalescingConfigWriter, type ConfigWriteOptions, type ConfigWriteResult } from "./config-writer.js";
 import type { ConfigTemplate, TemplateVars } from "./render-config.js";
 import { DEFAULT_SLOT_PREFIX, formatEndpoint, fromDesired, fromObserved, HAPROXY_DEFAULT_WEIGHT, nextSlotNames, PLACEHOLDER_ADDRESS, slotPrefixOf, type RenderBackend, type RenderContext, type RenderServer } from "./render-model.js";
 import { ReloadFailedError, ReloadTimeoutError, type ReloadResult, type Reloader } from "./reloader.js";
@@ -134,6 +134,11 @@ export interface HybridApplyInput {
   reconcile: () => Promise<SocketReport>;
   spareSlots: number;
   write?: ConfigWriteOptions;
+  /**
+   * The long-running agent's writer: renders that need no reload are coalesced (at most one
+   * write and `haproxy -c` per interval); a reload flushes it first. Absent: write at once.
+   */
+  writer?: CoalescingConfigWriter;
   logger: Logger;
 }
 
@@ -161,14 +166,11 @@ export async function hybridApply(input: HybridApplyInput): Promise<HybridOutcom
   const log = input.logger.child({ file: input.configFile });
   const plan = planHybrid(input.report, input.desired, { spareSlots: input.spareSlots });
   const base = { report: input.report, reload: null, reloadReasons: [] as string[], restored: false };
-
-  let written: ConfigWriteResult;
-  try {
-    written = await writeConfig(input.configFile, input.template.render(plan.context, input.vars), { ...input.write, logger: log });
-  } catch (error) {
-    if (error instanceof ConfigRejectedError) return { ...base, ok: false, written: null, failure: error.message };
-    throw error;
-  }
+  const write = (context: RenderContext): Promise<ConfigWriteResult | null> => {
+    if (!input.writer) return writeConfig(input.configFile, input.template.render(context, input.vars), { ...input.write, logger: log });
+    input.writer.request(context);
+    return input.writer.flush();
+  };
 
   const stamp = templateStampPath(input.configFile);
   const previousDigest = await readIfExists(stamp);
@@ -178,6 +180,15 @@ export async function hybridApply(input: HybridApplyInput): Promise<HybridOutcom
   ];
   // No stamp: nothing says which template HAProxy runs; assume this one rather than reload on every first apply.
   if (previousDigest !== null && previousDigest.trim() !== input.digest) reasons.push("the template or its variables changed");
+  let written: ConfigWriteResult | null = null;
+  try {
+    // Nothing to reload: the long-running agent's render can wait for the coalescing writer.
+    if (reasons.length === 0 && input.writer) input.writer.request(plan.context);
+    else written = await write(plan.context);
+  } catch (error) {
+    if (error instanceof ConfigRejectedError) return { ...base, ok: false, written: null, failure: error.message };
+    throw error;
+  }
   if (reasons.length === 0) {
     if (previousDigest === null) await writeFileAtomic(stamp, `${input.digest}\n`, 0o644);
     return { ...base, ok: true, written, failure: null };
@@ -199,7 +210,7 @@ export async function hybridApply(input: HybridApplyInput): Promise<HybridOutcom
       return { ...base, ok: false, written, reloadReasons: reasons, failure: error.message };
     }
     if (!(error instanceof ReloadFailedError)) throw error;
-    const restored = written.changed && written.backup !== null ? await restore(input.configFile) : false;
+    const restored = written !== null && written.changed && written.backup !== null ? await restore(input.configFile) : false;
     log.error({ err: error, restored }, restored ? "reload failed; the previous config file is back in place" : "reload failed; no previous config file to put back");
     return { ...base, ok: false, written, reloadReasons: reasons, restored, failure: error.message };
   }
@@ -208,7 +219,7 @@ export async function hybridApply(input: HybridApplyInput): Promise<HybridOutcom
   // The reload may have lost what the file did not hold (servers added at runtime meanwhile).
   const report = await input.reconcile();
   const after = planHybrid(report, input.desired, { spareSlots: input.spareSlots });
-  await writeConfig(input.configFile, input.template.render(after.context, input.vars), { ...input.write, logger: log });
+  await write(after.context);
   await writeFileAtomic(stamp, `${input.digest}\n`, 0o644);
   const failure =
     after.shortages.length > 0 ? "servers still without a slot after the reload" : after.missing.length > 0 ? `backends still missing after the reload: ${after.missing.join(", ")}` : null;

@@ -11,6 +11,7 @@ import { Reloader } from "./reloader.js";
 import { compileTemplate, parseTemplateVars, type ConfigTemplate, type TemplateVars } from "./render-config.js";
 import { MAX_SPARE_SLOTS } from "./render-model.js";
 import { saveServerState } from "./state-file.js";
+import { CoalescingConfigWriter } from "./config-writer.js";
 
 /** The hybrid flags of `apply`, checked together: a partial set is a usage error, none is pure Runtime API mode. */
 /** The hybrid-mode flags, for parseFlags: `apply` and `run` take the same ones. */
@@ -100,6 +101,7 @@ export async function runHybrid(
   report: SocketReport,
   reconcile: () => Promise<SocketReport>,
   logger: Logger,
+  writer?: CoalescingConfigWriter,
 ): Promise<HybridOutcome> {
   const master = new MasterCli(parseSocketAddress(session.settings.masterSocket), { logger });
   const reloader = new Reloader(master, {
@@ -121,8 +123,14 @@ export async function runHybrid(
     client,
     reconcile,
     spareSlots: session.settings.spareSlots,
+    ...(writer ? { writer } : {}),
     logger,
   });
+}
+
+/** For the long-running agent: one writer for the session, so renders are coalesced. */
+export function coalescingWriter(session: HybridSession, logger: Logger): CoalescingConfigWriter {
+  return new CoalescingConfigWriter({ file: session.settings.configFile, render: (context) => session.template.render(context, session.vars), logger });
 }
 
 /** One line per outcome for the operator: what was written, reloaded, or why it failed. */

@@ -121,7 +121,7 @@ export class AgentRunner {
     await this.link.stop();
     await this.queue;
     await this.probing;
-    this.options.applier.close();
+    await this.options.applier.close();
   }
 
   private async hello(): Promise<Hello> {

@@ -11,7 +11,8 @@ import { RuntimeClient, type RuntimeClientOptions } from "../runtime/runtime-cli
 import type { SocketAddress } from "../runtime/socket-address.js";
 import { LIMITS, type Hello } from "../../proto/messages.js";
 import type { DesiredSet } from "./local-store.js";
-import { runHybrid, type HybridSession } from "../hybrid/hybrid-session.js";
+import type { CoalescingConfigWriter } from "../hybrid/config-writer.js";
+import { coalescingWriter, runHybrid, type HybridSession } from "../hybrid/hybrid-session.js";
 
 /** A socket whose HAProxy could not be read or changed at all: nothing is known of it. */
 export interface SocketFailure {
@@ -37,7 +38,8 @@ export interface Applier {
    * may have lost what was applied, so the caller reconciles again.
    */
   reconnected(): Promise<string[]>;
-  close(): void;
+  /** Closes connections; a hybrid-mode applier first writes a render still pending. */
+  close(): void | Promise<void>;
 }
 
 /** The reconciler's input: backends sorted by name, and those allowed to be emptied. */
@@ -88,12 +90,14 @@ interface SocketState {
 /** One long-lived RuntimeClient per socket, and its ledger in the state dir. */
 export class RuntimeApplier implements Applier {
   private readonly sockets: SocketState[];
+  private readonly writer: CoalescingConfigWriter | undefined;
 
   constructor(private readonly options: RuntimeApplierOptions) {
     this.sockets = options.sockets.map((address) => {
       const client = new RuntimeClient(address, { ...options.client, logger: options.logger });
       return { client, ledger: new LedgerStore(options.stateDir, client.name), identity: undefined };
     });
+    this.writer = options.hybrid ? coalescingWriter(options.hybrid, options.logger) : undefined;
   }
 
   apply(set: DesiredSet): Promise<SocketApply[]> {
@@ -118,7 +122,7 @@ export class RuntimeApplier implements Applier {
           const hybrid = this.options.hybrid;
           if (!hybrid) return report;
           // A refused render or a failed reload fails the whole socket: every pushed backend is nacked.
-          const outcome = await runHybrid(hybrid, socket.client, desired, report, reconcile, this.options.logger);
+          const outcome = await runHybrid(hybrid, socket.client, desired, report, reconcile, this.options.logger, this.writer);
           return outcome.ok ? outcome.report : { socket: socket.client.name, error: `hybrid mode: ${outcome.failure ?? "failed"}` };
         } catch (error) {
           return { socket: socket.client.name, error: describe(error) };
@@ -154,8 +158,13 @@ export class RuntimeApplier implements Applier {
     return back;
   }
 
-  close(): void {
+  async close(): Promise<void> {
     for (const { client } of this.sockets) client.close();
+    try {
+      await this.writer?.close();
+    } catch (error) {
+      this.options.logger.error({ err: describe(error) }, "the last config render could not be written");
+    }
   }
 }
 

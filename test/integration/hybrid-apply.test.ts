@@ -169,6 +169,29 @@ describe("hafleet-agent apply in hybrid mode", () => {
     }
   }, 40_000);
 
+  it("coalesces the run mode's renders: a burst of pushes writes the file less often, and close() writes the last", async () => {
+    const s = await startRendered([{ name: "be_app", balance: "roundrobin", servers: servers(2, 1) }], 8);
+    const settings = parseHybridFlags({ "config-template": DEFAULT_TEMPLATE, "config-out": s.h.configPath, "state-file": s.stateFile, "master-socket": s.h.masterSocket!, "spare-slots": "8", var: Object.entries(s.vars).map(([key, value]) => `${key}=${value}`) })!;
+    const applier = new RuntimeApplier({ sockets: [parseSocketAddress(s.h.socket)], stateDir: join(s.h.dir, "run-state"), drainMs: 0, logger: silentLogger, hybrid: await openHybridSession(settings, s.h.socket) });
+    const reloadsBefore = (await rawProc(s.h.masterSocket!)).reloads;
+    const versionsOnDisk = new Set<string>();
+    let set = emptyDesiredSet();
+    for (let n = 1; n <= 8; n++) {
+      const wanted = parseDesiredState({ backends: [{ name: "be_app", servers: servers(n, 1) }] }, "test").backends[0]!.servers;
+      set = mergePush(set, { version: `v${n}`, removedBackends: [], backends: [{ name: nameSchema.parse("be_app"), version: `b${n}`, allowEmpty: false, servers: wanted }] });
+      const [result] = await applier.apply(set);
+      expect(result && "error" in result ? result.error : result?.converged).toBe(true);
+      versionsOnDisk.add(await readFile(s.h.configPath, "utf8"));
+    }
+    // Eight changes of what runs, fewer versions of the file: the writer waits out its interval.
+    expect(versionsOnDisk.size).toBeLessThan(8);
+    await applier.close();
+    // Every running server is in the file as it runs (the file may hold more spare slots).
+    expect(fileServers(await readFile(s.h.configPath, "utf8"), "be_app")).toMatchObject(runningServers(await s.h.serversState("be_app"), "be_app"));
+    expect(Object.values(fileServers(await readFile(s.h.configPath, "utf8"), "be_app"))).toContain("127.0.1.8:9008");
+    expect((await rawProc(s.h.masterSocket!)).reloads).toBe(reloadsBefore);
+  }, 40_000);
+
   it("keeps runtime changes (addresses, ports, weights, an operator's drain) through a reload from outside", async () => {
     const s = await startRendered(
       [
