@@ -1,7 +1,7 @@
 import { readFile } from "node:fs/promises";
 import type { Logger } from "pino";
 import { UsageError } from "../errors.js";
-import { formatHybridOutcome, hybridFlagOptions, openHybridSession, parseHybridFlags, runHybrid } from "../hybrid/hybrid-session.js";
+import { formatHybridOutcome, hybridFlagOptions, hybridReloader, openHybridSession, parseHybridFlags, runHybrid } from "../hybrid/hybrid-session.js";
 import { parseDesiredStateJson, type DesiredState } from "../model/desired-state.js";
 import { LedgerStore } from "../reconcile/ledger-store.js";
 import { reconcileSocket, type SocketReport } from "../reconcile/reconciler.js";
@@ -73,7 +73,7 @@ export async function applyCommand(args: string[], log: Logger): Promise<number>
         const reconcile = () => reconcileSocket(client, desired, new LedgerStore(stateDir, client.name), options);
         const report = await reconcile();
         if (!hybrid) return report;
-        const outcome = await runHybrid(hybrid, client, desired, report, reconcile, log);
+        const outcome = await runHybrid(hybrid, client, desired, report, reconcile, log, hybridReloader(hybrid, client, log));
         process.stderr.write(formatHybridOutcome(outcome, hybrid.settings.configFile) + "\n");
         hybridOk = outcome.ok;
         return outcome.report;

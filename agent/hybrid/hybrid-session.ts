@@ -101,16 +101,9 @@ export async function runHybrid(
   report: SocketReport,
   reconcile: () => Promise<SocketReport>,
   logger: Logger,
+  reloader: Reloader,
   writer?: CoalescingConfigWriter,
 ): Promise<HybridOutcome> {
-  const master = new MasterCli(parseSocketAddress(session.settings.masterSocket), { logger });
-  const reloader = new Reloader(master, {
-    logger,
-    prepare: async () => {
-      await saveServerState(client, session.settings.stateFile, { logger });
-      client.close();
-    },
-  });
   return hybridApply({
     report,
     desired,
@@ -125,6 +118,21 @@ export async function runHybrid(
     spareSlots: session.settings.spareSlots,
     ...(writer ? { writer } : {}),
     logger,
+  });
+}
+
+/**
+ * One per HAProxy for the agent's lifetime: its minimum interval between reloads and its
+ * coalescing only hold across applies if every apply goes through the same one.
+ */
+export function hybridReloader(session: HybridSession, client: RuntimeClient, logger: Logger): Reloader {
+  const master = new MasterCli(parseSocketAddress(session.settings.masterSocket), { logger });
+  return new Reloader(master, {
+    logger,
+    prepare: async () => {
+      await saveServerState(client, session.settings.stateFile, { logger });
+      client.close();
+    },
   });
 }
 

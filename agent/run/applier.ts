@@ -12,7 +12,8 @@ import type { SocketAddress } from "../runtime/socket-address.js";
 import { LIMITS, type Hello } from "../../proto/messages.js";
 import type { DesiredSet } from "./local-store.js";
 import type { CoalescingConfigWriter } from "../hybrid/config-writer.js";
-import { coalescingWriter, runHybrid, type HybridSession } from "../hybrid/hybrid-session.js";
+import type { Reloader } from "../hybrid/reloader.js";
+import { coalescingWriter, hybridReloader, runHybrid, type HybridSession } from "../hybrid/hybrid-session.js";
 
 /** A socket whose HAProxy could not be read or changed at all: nothing is known of it. */
 export interface SocketFailure {
@@ -81,6 +82,8 @@ export interface RuntimeApplierOptions {
 }
 
 interface SocketState {
+  /** Hybrid mode only: the one reloader of this HAProxy. */
+  reloader?: Reloader;
   client: RuntimeClient;
   ledger: LedgerStore;
   /** HAProxy's pid as last seen; null: unreachable then; undefined: never asked. */
@@ -95,7 +98,8 @@ export class RuntimeApplier implements Applier {
   constructor(private readonly options: RuntimeApplierOptions) {
     this.sockets = options.sockets.map((address) => {
       const client = new RuntimeClient(address, { ...options.client, logger: options.logger });
-      return { client, ledger: new LedgerStore(options.stateDir, client.name), identity: undefined };
+      const reloader = options.hybrid ? hybridReloader(options.hybrid, client, options.logger) : undefined;
+      return { client, ledger: new LedgerStore(options.stateDir, client.name), identity: undefined, ...(reloader ? { reloader } : {}) };
     });
     this.writer = options.hybrid ? coalescingWriter(options.hybrid, options.logger) : undefined;
   }
@@ -119,10 +123,10 @@ export class RuntimeApplier implements Applier {
         try {
           const reconcile = () => reconcileSocket(socket.client, desired, socket.ledger, reconcileOptions);
           const report = await reconcile();
-          const hybrid = this.options.hybrid;
-          if (!hybrid) return report;
+          const { hybrid } = this.options;
+          if (!hybrid || !socket.reloader) return report;
           // A refused render or a failed reload fails the whole socket: every pushed backend is nacked.
-          const outcome = await runHybrid(hybrid, socket.client, desired, report, reconcile, this.options.logger, this.writer);
+          const outcome = await runHybrid(hybrid, socket.client, desired, report, reconcile, this.options.logger, socket.reloader, this.writer);
           return outcome.ok ? outcome.report : { socket: socket.client.name, error: `hybrid mode: ${outcome.failure ?? "failed"}` };
         } catch (error) {
           return { socket: socket.client.name, error: describe(error) };

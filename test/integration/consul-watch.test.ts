@@ -88,6 +88,17 @@ function sleep(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));
 }
 
+/** The usual start: instance `a` of `web` registered, watched, its answer in, the next query held. */
+async function watchingOneInstance(options?: Parameters<typeof setup>[0]) {
+  const context = await setup(options);
+  await context.api.register(instance("a", "web", "10.0.0.1", 80));
+  const recorder = new Recorder();
+  context.source.watch("web", null, recorder);
+  await recorder.until(has("10.0.0.1:80"));
+  await settle(context.consul, 1);
+  return { ...context, recorder };
+}
+
 async function settle(consul: ConsulEmulator, held: number): Promise<void> {
   const deadline = Date.now() + 3000;
   while (consul.heldQueries !== held) {
@@ -182,12 +193,7 @@ describe("ConsulSource against the emulator: what the watch sees", () => {
 
 describe("ConsulSource against the emulator: blocking, sharing, rate", () => {
   it("blocks instead of polling, and a change arrives promptly", async () => {
-    const { consul, source, api } = await setup();
-    await api.register(instance("a", "web", "10.0.0.1", 80));
-    const recorder = new Recorder();
-    source.watch("web", null, recorder);
-    await recorder.until(has("10.0.0.1:80"));
-    await settle(consul, 1);
+    const { consul, api, recorder } = await watchingOneInstance();
 
     await sleep(500);
     expect(consul.healthQueryCount("web")).toBe(2);
@@ -285,12 +291,7 @@ describe("ConsulSource against the emulator: blocking, sharing, rate", () => {
 
 describe("ConsulSource against the emulator: failures", () => {
   it("reports HTTP 500s, keeps the last snapshot, backs off, and recovers", async () => {
-    const { consul, source, api } = await setup();
-    await api.register(instance("a", "web", "10.0.0.1", 80));
-    const recorder = new Recorder();
-    source.watch("web", null, recorder);
-    await recorder.until(has("10.0.0.1:80"));
-    await settle(consul, 1);
+    const { consul, api, recorder } = await watchingOneInstance();
 
     consul.failNext(4, 500, "rpc error making call: No cluster leader");
     await recorder.until((r) => r.errors.length === 4);
@@ -384,12 +385,7 @@ describe("ConsulSource against the emulator: failures", () => {
   });
 
   it("refresh() reads again at once, so a bogus answer that came with a valid index is not kept", async () => {
-    const { consul, source, api } = await setup({ wait: 300_000 });
-    await api.register(instance("a", "web", "10.0.0.1", 80));
-    const recorder = new Recorder();
-    source.watch("web", null, recorder);
-    await recorder.until(has("10.0.0.1:80"));
-    await settle(consul, 1);
+    const { consul, source, api, recorder } = await watchingOneInstance({ wait: 300_000 });
 
     await api.register(instance("b", "web", "10.0.0.2", 80));
     await recorder.until(has("10.0.0.1:80", "10.0.0.2:80"));
@@ -406,12 +402,7 @@ describe("ConsulSource against the emulator: failures", () => {
   });
 
   it("takes truncated JSON, a cut connection or a bad index as an error and keeps the last good snapshot", async () => {
-    const { consul, source, api } = await setup();
-    await api.register(instance("a", "web", "10.0.0.1", 80));
-    const recorder = new Recorder();
-    source.watch("web", null, recorder);
-    await recorder.until(has("10.0.0.1:80"));
-    await settle(consul, 1);
+    const { consul, api, recorder } = await watchingOneInstance();
 
     const body = JSON.stringify([rawEntry("x", "10.0.0.2", 80)]);
     consul.respondWith(body.slice(0, body.length - 3));
@@ -433,12 +424,7 @@ describe("ConsulSource against the emulator: failures", () => {
   });
 
   it("refuses a body over the limit, announced or chunked, and reads a 10 MB one under the default", async () => {
-    const { consul, source, api } = await setup({ maxBodyBytes: 1024 * 1024 });
-    await api.register(instance("a", "web", "10.0.0.1", 80));
-    const recorder = new Recorder();
-    source.watch("web", null, recorder);
-    await recorder.until(has("10.0.0.1:80"));
-    await settle(consul, 1);
+    const { consul, recorder } = await watchingOneInstance({ maxBodyBytes: 1024 * 1024 });
 
     const big = JSON.stringify([{ ...rawEntry("big", "10.0.0.5", 80), Padding: "x".repeat(10 * 1024 * 1024) }]);
     consul.respondWith(big);
@@ -509,12 +495,7 @@ describe("ConsulSource against the emulator: ACL tokens", () => {
 
 describe("ConsulSource: lifecycle", () => {
   it("close() aborts the blocking query in flight at once, and refuses new watches", async () => {
-    const { consul, source, api } = await setup({ wait: 300_000 });
-    await api.register(instance("a", "web", "10.0.0.1", 80));
-    const recorder = new Recorder();
-    source.watch("web", null, recorder);
-    await recorder.until(has("10.0.0.1:80"));
-    await settle(consul, 1);
+    const { consul, source, recorder } = await watchingOneInstance({ wait: 300_000 });
 
     // With a 5-minute wait, close() returning at all means the held query was aborted.
     await source.close();
