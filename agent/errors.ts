@@ -91,3 +91,17 @@ export class UsageError extends HafleetError {
     this.name = "UsageError";
   }
 }
+
+/** The controller's HTTP API could not be reached, or refused the request. */
+export class ControllerApiError extends HafleetError {
+  readonly code = "HAFLEET_CONTROLLER_API";
+  constructor(
+    readonly url: string,
+    detail: string,
+    /** The HTTP status, when the controller answered. */
+    readonly status: number | null = null,
+  ) {
+    super(`controller API ${url}: ${detail}`);
+    this.name = "ControllerApiError";
+  }
+}

@@ -1,34 +1,99 @@
+import { readFile } from "node:fs/promises";
 import type { Logger } from "pino";
 import type { ControllerConfig } from "./config/controller-config.js";
 import { Debouncer } from "./core/debouncer.js";
-import { DesiredStore } from "./core/desired-store.js";
+import { DesiredStore, type DesiredBackendState } from "./core/desired-store.js";
 import { ConsulSource } from "./discovery/consul/consul-source.js";
+import type { DiscoveryObserver } from "./discovery/consul/consul-watch.js";
 import { FileSource } from "./discovery/file-source.js";
 import type { DiscoverySource } from "./discovery/service-snapshot.js";
+import { ActionRefused, startApiServer, type RunningApiServer } from "./http/api-server.js";
+import { STATUS_PAGE } from "./http/page/status-page.js";
+import { ControllerMetrics } from "./metrics/controller-metrics.js";
+import { RolloutCoordinator, stagedBackendsSchema } from "./rollout/rollout-coordinator.js";
+import { RolloutStore } from "./rollout/rollout-store.js";
 import { FleetServer } from "./server/fleet-server.js";
+import { loadFreeze, saveFreeze } from "./status/freeze-file.js";
+import { StatusService } from "./status/status-service.js";
+import { transportFor } from "./tls/transport-policy.js";
 
 export interface RunningController {
   port: number;
+  /** The status API's port; null when config.http.listen is null. */
+  httpPort: number | null;
   store: DesiredStore;
   server: FleetServer;
+  status: StatusService;
+  rollouts: RolloutCoordinator;
   close(): Promise<void>;
+}
+
+export interface ControllerOptions {
+  /** hafleet's version, as the status reports it. */
+  version?: string;
+  source?: DiscoverySource;
+  clock?: () => number;
+  /** How often the current rollout wave is judged (default 1 s). */
+  rolloutTickMs?: number;
 }
 
 /**
  * Wires discovery -> desired store -> gRPC server: one watch per (service, tag), changes
- * debounced, then every idle agent is sent what it lacks.
+ * debounced, then every idle agent is sent what it lacks; staged backends go through the
+ * rollout coordinator; beside it all, the status API, the page and the metrics.
  */
-export async function startController(config: ControllerConfig, logger: Logger, source: DiscoverySource = sourceFor(config, logger)): Promise<RunningController> {
+export async function startController(config: ControllerConfig, logger: Logger, options: ControllerOptions = {}): Promise<RunningController> {
+  const clock = options.clock ?? Date.now;
   const store = new DesiredStore(config.backends, config.guards.maxDropShare);
-  const server = new FleetServer(store, { heartbeatMs: config.agents.heartbeatMs, deadAfterMs: config.agents.deadAfterMs, logger });
+  let rollouts: RolloutCoordinator | undefined;
+  const server = new FleetServer((agent, labels) => rollouts!.resolve(agent, store.backendsFor(labels)), {
+    heartbeatMs: config.agents.heartbeatMs,
+    deadAfterMs: config.agents.deadAfterMs,
+    forgetAfterMs: config.agents.forgetAfterMs,
+    transport: transportFor(config),
+    ready: () => store.ready(),
+    logger,
+    clock,
+  });
+  const status = new StatusService({
+    server,
+    store,
+    rolloutSide: (agent) => rollouts!.side(agent),
+    rollout: () => rollouts!.status(),
+    controller: { version: options.version ?? "dev", startedAt: clock() },
+    clock,
+  });
+  const metrics = new ControllerMetrics({ fleet: () => status.status() });
   const debouncer = new Debouncer(config.debounce.quietMs, config.debounce.maxMs, () => server.desiredChanged());
+  rollouts = new RolloutCoordinator({
+    config: config.rollout,
+    store: config.stateDir === undefined ? null : new RolloutStore(config.stateDir, stagedBackendsSchema, logger, clock),
+    agent: (agent) => status.agent(agent),
+    fleet: () => server.connected().flatMap((stream) => (stream.session === null ? [] : [{ id: stream.session.agentId, labels: stream.session.hello.labels, backends: store.backendsFor(stream.session.hello.labels).map((backend) => backend.name) }])),
+    frozen: () => server.frozen !== null,
+    changed: () => debouncer.trigger(),
+    settleMs: config.agents.deadAfterMs,
+    ...(options.rolloutTickMs === undefined ? {} : { tickMs: options.rolloutTickMs }),
+    logger,
+    clock,
+  });
+  await rollouts.load();
+  const frozen = config.stateDir === undefined ? null : await loadFreeze(config.stateDir);
+  if (frozen !== null) server.freeze(frozen.reason, frozen.since);
+  const source = options.source ?? sourceFor(config, logger, metrics);
+  const staged = new Set(config.backends.filter((mapping) => mapping.staged).map((mapping) => mapping.backend as string));
+
   const rechecks = new Map<string, NodeJS.Timeout>();
   const stops = store.watches().map(({ service, tag }) =>
     source.watch(service, tag, {
       snapshot: (snapshot) => {
         for (const dropped of snapshot.dropped) logger.warn({ service, instance: dropped.id, reason: dropped.reason }, "instance dropped");
+        const before = new Map<string, DesiredBackendState>(store.all().map((state) => [state.name, state]));
         const { changed, held } = store.apply(snapshot);
-        for (const { backend, reason } of held) logger.warn({ service, backend, reason }, "discovery answer held: the last good set stands");
+        for (const { backend, reason } of held) {
+          logger.warn({ service, backend, reason }, "discovery answer held: the last good set stands");
+          metrics.guardHeld(backend);
+        }
         // A held answer is read again until one is taken: discovery may not change again.
         if (held.length > 0 && !rechecks.has(snapshot.key)) {
           rechecks.set(snapshot.key, setInterval(() => source.refresh(service, tag), config.guards.recheckMs));
@@ -36,32 +101,90 @@ export async function startController(config: ControllerConfig, logger: Logger, 
           clearInterval(rechecks.get(snapshot.key));
           rechecks.delete(snapshot.key);
         }
-        if (changed.length > 0) {
-          logger.info({ service, backends: changed }, "desired state changed");
-          debouncer.trigger();
+        if (changed.length === 0) return;
+        logger.info({ service, backends: changed }, "desired state changed");
+        // The first answer for a backend is not a change to stage: there is nothing to protect yet.
+        const stagedChanges = changed.filter((backend) => staged.has(backend) && before.has(backend));
+        if (stagedChanges.length > 0) {
+          const after = new Map(store.all().map((state) => [state.name as string, state]));
+          rollouts!.staged(stagedChanges.map((backend) => ({ before: before.get(backend), after: after.get(backend)! })), `discovery change of ${service}`);
         }
+        status.changed(changed);
+        debouncer.trigger();
       },
       error: (key, error) => logger.warn({ service: key, err: error.message }, "discovery failed; the last good state stands, retrying"),
     }),
   );
-  const port = await server.listen(config.listen);
-  logger.info({ listen: config.listen, port, watches: store.watches().length }, "controller listening");
-  return {
-    port,
-    store,
-    server,
-    close: async () => {
-      debouncer.cancel();
-      rechecks.forEach((timer) => clearInterval(timer));
-      stops.forEach((stop) => stop());
-      await source.close();
-      await server.close();
-    },
+  server.events.on("acked", (agent, backend, version, latencyMs) => {
+    const sinceChange = status.changes.acked(agent, backend, version, clock());
+    metrics.acked(backend, sinceChange === null ? null : sinceChange / 1000, latencyMs / 1000);
+  });
+  server.events.on("pushed", () => metrics.pushed());
+  server.events.on("nacked", (_agent, backend) => metrics.nacked(backend));
+  server.events.on("drift", (_agent, backend) => metrics.drift(backend));
+
+  let api: RunningApiServer | null = null;
+  const closeAll = async (): Promise<void> => {
+    debouncer.cancel();
+    rechecks.forEach((timer) => clearInterval(timer));
+    stops.forEach((stop) => stop());
+    await api?.close();
+    await rollouts!.close();
+    await source.close();
+    await server.close();
   };
+  try {
+    const port = await server.listen(config.listen);
+    logger.info({ listen: config.listen, port, watches: store.watches().length }, "controller listening");
+    if (config.http.listen !== null) {
+      api = await startApiServer({
+        listen: config.http.listen,
+        token: config.http.tokenFile === undefined ? null : await readToken(config.http.tokenFile),
+        logger,
+        handlers: {
+          status: () => status.status(),
+          freeze: async (reason) => {
+            server.freeze(reason, clock());
+            await persistFreeze();
+          },
+          unfreeze: async () => {
+            server.unfreeze();
+            await persistFreeze();
+          },
+          rollout: (action) => {
+            const refused = rollouts!.act(action);
+            if (refused !== null) throw new ActionRefused(refused);
+          },
+          metrics: () => metrics.render(),
+          assets: STATUS_PAGE,
+        },
+      });
+    }
+    return { port, httpPort: api?.port ?? null, store, server, status, rollouts, close: closeAll };
+  } catch (error) {
+    await closeAll();
+    throw error;
+  }
+
+  async function persistFreeze(): Promise<void> {
+    if (config.stateDir === undefined) return;
+    try {
+      await saveFreeze(config.stateDir, server.frozen);
+    } catch (error) {
+      logger.error({ err: error, stateDir: config.stateDir }, "cannot store the freeze: a restart would not keep it");
+    }
+  }
 }
 
-function sourceFor(config: ControllerConfig, logger: Logger): DiscoverySource {
+/** The token file's first line; a short one is refused rather than taken as a secret. */
+async function readToken(path: string): Promise<string> {
+  const token = (await readFile(path, "utf8")).split("\n")[0]!.trim();
+  if (token.length < 16) throw new Error(`${path}: the token must be at least 16 characters`);
+  return token;
+}
+
+function sourceFor(config: ControllerConfig, logger: Logger, observer: DiscoveryObserver): DiscoverySource {
   const { discovery } = config;
   if ("file" in discovery) return new FileSource(discovery.file, { logger });
-  return new ConsulSource({ ...discovery.consul, logger });
+  return new ConsulSource({ ...discovery.consul, logger, observer });
 }

@@ -23,7 +23,10 @@ export function loadFleetService(): { service: grpc.ServiceDefinition; Client: g
   return loaded;
 }
 
-/** The .proto sits beside this file in the source tree, two levels up from it once built. */
+/**
+ * The .proto sits beside this file in the source tree, two levels up from it once built, and
+ * beside the bundle (deploy/package/bundle.mjs ships it there): found from wherever this runs.
+ */
 function protoFile(): string {
   let dir = dirname(fileURLToPath(import.meta.url));
   for (let depth = 0; depth < 4; depth++) {

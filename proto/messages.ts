@@ -63,12 +63,6 @@ export const backendResultSchema = z.object({
 });
 export type BackendResult = z.infer<typeof backendResultSchema>;
 
-export const pushResponseSchema = z.object({
-  nonce: shortText,
-  results: z.array(backendResultSchema).max(LIMITS.backends),
-});
-export type PushResponse = z.infer<typeof pushResponseSchema>;
-
 export const driftStateSchema = z.enum(["missing", "unexpected", "held"]);
 
 export const observedReportSchema = z.object({
@@ -86,6 +80,14 @@ export const observedReportSchema = z.object({
     .max(LIMITS.backends),
 });
 export type ObservedReport = z.infer<typeof observedReportSchema>;
+
+export const pushResponseSchema = z.object({
+  nonce: shortText,
+  results: z.array(backendResultSchema).max(LIMITS.backends),
+  // proto-loader decodes an absent message field as null.
+  observed: observedReportSchema.nullish(),
+});
+export type PushResponse = z.infer<typeof pushResponseSchema>;
 
 export const heartbeatSchema = z.object({ sentAtMs: z.number().int().min(0) });
 

@@ -17,6 +17,15 @@ export const systemClock: Clock = {
   sleep: (ms) => new Promise((resolve) => setTimeout(resolve, ms)),
 };
 
+/** How a reload ended: `error` is one that never got to a verdict (the master unreachable, `prepare` failed). */
+export type ReloadOutcome = "reloaded" | "failed" | "timeout" | "error";
+
+/** Told of every reload, so that the reloader depends on no metrics library. */
+export interface ReloadObserver {
+  /** From the reload's start (after any rate-limit wait) to its verdict. */
+  reloaded(outcome: ReloadOutcome, seconds: number): void;
+}
+
 export interface ReloaderOptions {
   /**
    * Runs in each reload right before `reload` is sent (the agent saves the server-state file
@@ -30,6 +39,7 @@ export interface ReloaderOptions {
   pollMs?: number;
   clock?: Clock;
   logger?: Logger;
+  observer?: ReloadObserver;
 }
 
 export interface ReloadResult {
@@ -148,11 +158,21 @@ export class Reloader {
     this.running = this.queued;
     this.queued = null;
     this.lastStartedAt = this.clock.now();
+    let result: ReloadResult;
     try {
-      return await this.reloadOnce();
+      result = await this.reloadOnce();
+    } catch (error) {
+      this.observe(outcomeOf(error));
+      throw error;
     } finally {
       this.running = null;
     }
+    this.observe("reloaded");
+    return result;
+  }
+
+  private observe(outcome: ReloadOutcome): void {
+    this.options.observer?.reloaded(outcome, (this.clock.now() - this.lastStartedAt) / 1000);
   }
 
   private async reloadOnce(): Promise<ReloadResult> {
@@ -228,6 +248,12 @@ export class Reloader {
     this.options.logger?.error({ socket: this.master.name, pid: this.servingPid, failedReloads: error.failedReloads }, "HAProxy's reload failed");
     return error;
   }
+}
+
+function outcomeOf(error: unknown): ReloadOutcome {
+  if (error instanceof ReloadFailedError) return "failed";
+  if (error instanceof ReloadTimeoutError) return "timeout";
+  return "error";
 }
 
 function pids(workers: readonly ProcessEntry[]): string {

@@ -217,5 +217,8 @@ function readUptime(raw: string, lineNumber: number): number {
   const match = UPTIME.exec(raw);
   if (!match) throw lineError(COMMAND, lineNumber, `uptime: expected like 0d00h01m05s, got ${quote(raw)}`);
   const [days, hours, minutes, seconds] = match.slice(1).map(Number) as [number, number, number, number];
-  return ((days * 24 + hours) * 60 + minutes) * 60 + seconds;
+  const total = ((days * 24 + hours) * 60 + minutes) * 60 + seconds;
+  // Days have no width: enough digits make the sum inexact, or Infinity.
+  if (!Number.isSafeInteger(total)) throw lineError(COMMAND, lineNumber, `uptime: ${quote(raw)} is out of range`);
+  return total;
 }

@@ -45,8 +45,11 @@ function isUnspecified(address: string): boolean {
   return address === "0.0.0.0" || address === "::";
 }
 
+// isIP takes IPv4 only in the dotted decimal form inet_ntop prints (no leading zeros, no hex),
+// so an IPv4 literal is already canonical; the SocketAddress round trip, the costliest part of
+// validating a push, is needed for IPv6 only.
 function canonicalAddress(text: string): string {
-  return new SocketAddress({ address: text, family: isIP(text) === 6 ? "ipv6" : "ipv4" }).address;
+  return isIP(text) === 4 ? text : new SocketAddress({ address: text, family: "ipv6" }).address;
 }
 
 /** HAProxy wraps ports modulo 65536 and accepts 0 or `1e3`: only an integer in range passes. */
@@ -75,9 +78,12 @@ export function asName(text: string): Name | null {
   return text.length >= 1 && text.length <= NAME_MAX_LENGTH && NAME_PATTERN.test(text) ? (text as Name) : null;
 }
 
-/** HAProxy prints addresses with inet_ntop, so a literal it printed is already canonical. */
+/**
+ * HAProxy prints addresses with inet_ntop, so a literal that is not canonical (`2001:DB8::1`) did
+ * not come from HAProxy intact; branded as it is, it would never equal the desired address.
+ */
 export function asObservedAddress(text: string): Address | null {
-  return isIpLiteral(text) && !isUnspecified(text) ? (text as Address) : null;
+  return isIpLiteral(text) && !isUnspecified(text) && canonicalAddress(text) === text ? (text as Address) : null;
 }
 
 export function asPort(value: number): Port | null {

@@ -1,11 +1,14 @@
 import type { Logger } from "pino";
 import type { StepAction } from "../reconcile/planner.js";
+import { clientCredentials } from "../tls/client-credentials.js";
+import type { TlsFiles } from "../tls/tls-files.js";
 import { helloSchema, parseMessage, type BackendResult, type DesiredPush, type Hello, type ObservedReport } from "../../proto/messages.js";
 import type { Applier, SocketApply } from "./applier.js";
 import { backendFailures, backendResults, refusedResults } from "./backend-results.js";
 import { ControllerLink, type ControllerInput, type LinkSession } from "./controller-link.js";
 import { appliedVersions, emptyDesiredSet, LocalStore, markApplied, mergePush, type DesiredSet } from "./local-store.js";
 import { observedReport } from "./observed-report.js";
+import type { RunnerObserver } from "./runner-observer.js";
 
 export interface AgentRunnerOptions {
   agentId: string;
@@ -25,6 +28,9 @@ export interface AgentRunnerOptions {
   drainPollMs?: number;
   connectTimeoutMs?: number;
   backoff?: { initialMs: number; maxMs: number };
+  /** mTLS to the controller: the fleet CA, this agent's certificate (for its id) and key. */
+  tls?: TlsFiles;
+  observer?: RunnerObserver;
   logger: Logger;
 }
 
@@ -61,6 +67,8 @@ export class AgentRunner {
   private readonly store: LocalStore;
   private readonly link: ControllerLink;
   private desired: DesiredSet = emptyDesiredSet();
+  /** The set last written to the store. */
+  private stored: DesiredSet = this.desired;
   private observed: ObservedReport = observedReport([], [], { repaired: false });
   private session: LinkSession | null = null;
   /** The digest of the last report sent on the current stream. */
@@ -86,7 +94,9 @@ export class AgentRunner {
         opened: (session) => this.opened(session),
         received: (input, session) => this.received(input, session),
         closed: (session) => {
-          if (this.session === session) this.session = null;
+          if (this.session !== session) return;
+          this.session = null;
+          this.options.observer?.controllerDisconnected();
         },
       },
       {
@@ -96,6 +106,7 @@ export class AgentRunner {
         logger: this.log,
         ...(options.connectTimeoutMs === undefined ? {} : { connectTimeoutMs: options.connectTimeoutMs }),
         ...(options.backoff === undefined ? {} : { backoff: options.backoff }),
+        ...(options.tls === undefined ? {} : { credentials: clientCredentials(options.tls) }),
       },
     );
   }
@@ -105,6 +116,7 @@ export class AgentRunner {
     if (this.started) throw new Error("AgentRunner.start() called twice");
     this.started = true;
     this.desired = await this.store.load();
+    this.stored = this.desired;
     this.log.info({ backends: this.desired.backends.size, version: this.desired.version, file: this.store.path }, "stored desired state loaded, applying it");
     await this.enqueue(() => this.resync("startup"));
     if (this.stopping) return;
@@ -121,6 +133,7 @@ export class AgentRunner {
     await this.link.stop();
     await this.queue;
     await this.probing;
+    if (this.desired !== this.stored) await this.save(this.desired).catch((error: unknown) => this.log.error({ err: error, file: this.store.path }, "cannot store applied versions"));
     await this.options.applier.close();
   }
 
@@ -137,11 +150,13 @@ export class AgentRunner {
 
   private opened(session: LinkSession): void {
     this.session = session;
+    this.options.observer?.controllerConnected();
     this.sentDigest = null;
     this.sendObserved();
   }
 
   private received(input: Extract<ControllerInput, { kind: "push" | "invalid-push" }>, session: LinkSession): void {
+    this.options.observer?.pushReceived();
     if (input.kind === "push") void this.enqueue(() => this.applyPush(input.push, session));
     else void this.enqueue(async () => this.respond(session, input.nonce, refusedResults(input.backends, input.error, this.appliedVersionOf)));
   }
@@ -172,7 +187,7 @@ export class AgentRunner {
     const log = this.log.child({ nonce: push.nonce, version: push.version });
     const merged = mergePush(this.desired, push);
     try {
-      await this.store.save(merged);
+      await this.save(merged);
     } catch (error) {
       // Applying what cannot be stored would be lost at the next restart: refuse it whole.
       const reason = `not applied: the agent cannot store its desired state in ${this.store.path} (${(error as Error).message})`;
@@ -188,22 +203,26 @@ export class AgentRunner {
       if (result.error === "") log.info({ backend: result.backend, version: result.version }, "backend applied");
       else log.warn({ backend: result.backend, version: result.version, appliedVersion: result.appliedVersion, error: result.error }, "backend not applied: nack");
     }
-    this.respond(session, push.nonce, results);
-    this.sendObserved();
+    this.respond(session, push.nonce, results, this.unsentObserved(session));
   }
 
   /**
    * Not awaited: a controller that stops reading must not hold up the applies behind this one.
    * The stream keeps the order; a response to a push from a stream now closed is dropped.
    */
-  private respond(session: LinkSession, nonce: string, results: BackendResult[]): void {
-    void session.send({ response: { nonce, results } });
+  private respond(session: LinkSession, nonce: string, results: BackendResult[], observed: ObservedReport | null = null): void {
+    for (const result of results) {
+      if (result.error === "") this.options.observer?.acked(result.backend);
+      else this.options.observer?.nacked(result.backend);
+    }
+    void session.send({ response: { nonce, results, observed } });
   }
 
   private async resync(kind: ApplyKind): Promise<void> {
     await this.apply(true, (reports) => {
       for (const { socket, backend, server, action, endpoint } of repairedServers(reports)) {
         this.log.warn({ kind, socket, backend, server, action, endpoint }, "drift: HAProxy did not run the desired state; repaired");
+        this.options.observer?.driftRepaired(backend);
       }
     });
     this.sendObserved();
@@ -216,27 +235,41 @@ export class AgentRunner {
     this.noteSocketErrors(reports);
     inspect?.(reports);
     const failures = backendFailures(desired.backends.keys(), reports);
+    this.options.observer?.applied(reports.every((report) => "error" in report) ? "failed" : failures.size === 0 ? "converged" : "partial");
     const marked = markApplied(desired, failures);
-    if (marked !== desired) {
-      this.desired = marked;
-      try {
-        await this.store.save(marked);
-      } catch (error) {
-        this.log.error({ err: error, file: this.store.path }, "cannot store applied versions");
-      }
-    }
+    // The marks are stored with the next push, or at stop, not now: a restart applies the
+    // stored state before it says hello and marks it again, so losing them costs nothing, and
+    // writing them would double the fsyncs of every push.
+    this.desired = marked;
     this.scheduleDrainCheck(reports);
     this.observed = observedReport([...desired.backends.values()], reports, { repaired });
     return failures;
+  }
+
+  private async save(set: DesiredSet): Promise<void> {
+    await this.store.save(set);
+    this.stored = set;
+  }
+
+  /** What HAProxy runs, as last reported (or to be reported) to the controller. */
+  get observedReport(): ObservedReport {
+    return this.observed;
   }
 
   private readonly appliedVersionOf = (backend: string): string => this.desired.backends.get(backend)?.appliedVersion ?? "";
 
   private sendObserved(): void {
     const session = this.session;
-    if (session === null || !session.open || this.observed.digest === this.sentDigest) return;
+    if (session === null) return;
+    const observed = this.unsentObserved(session);
+    if (observed !== null) void session.send({ observed });
+  }
+
+  /** The current report if this stream has not had it yet (it is then counted as sent). */
+  private unsentObserved(session: LinkSession): ObservedReport | null {
+    if (session !== this.session || !session.open || this.observed.digest === this.sentDigest) return null;
     this.sentDigest = this.observed.digest;
-    void session.send({ observed: this.observed });
+    return this.observed;
   }
 
   /** Logs a socket's failure when it starts or changes, and its recovery: not every resync. */

@@ -3,6 +3,7 @@ import type { Logger } from "pino";
 import { InvalidInputError } from "../errors.js";
 import { nameSchema, type Name } from "../model/values.js";
 import { loadFleetService } from "../../proto/fleet-protocol.js";
+import { heartbeatDue } from "../../proto/heartbeat.js";
 import {
   controllerMessageSchema,
   parseMessage,
@@ -99,6 +100,8 @@ export interface WritableCall {
 export class StreamWriter {
   private tail: Promise<void> = Promise.resolve();
   private pending = 0;
+  /** Date.now() of the last message handed to send(). */
+  lastSentAt = 0;
   private closed = false;
   private release: (() => void) | null = null;
 
@@ -112,6 +115,7 @@ export class StreamWriter {
   /** Resolves once the stream took the message (or dropped it, closed); never rejects. */
   send(message: OutgoingMessage): Promise<void> {
     if (this.closed) return Promise.resolve();
+    this.lastSentAt = Date.now();
     this.pending++;
     const written = this.tail.then(() => this.writeNow(message)).finally(() => void this.pending--);
     this.tail = written;
@@ -183,6 +187,8 @@ export interface ControllerLinkOptions {
   connectTimeoutMs?: number;
   backoff?: { initialMs: number; maxMs: number };
   random?: () => number;
+  /** Called for each connection attempt (TLS files re-read, see agent/tls); default: plaintext. */
+  credentials?: () => grpc.ChannelCredentials;
   logger: Logger;
 }
 
@@ -240,7 +246,13 @@ export class ControllerLink {
   }
 
   private async attempt(address: string): Promise<{ heard: boolean; reason: string }> {
-    const client = new this.Client(address, grpc.credentials.createInsecure(), CHANNEL_OPTIONS) as unknown as FleetClient;
+    let client: FleetClient;
+    try {
+      const credentials = this.options.credentials?.() ?? grpc.credentials.createInsecure();
+      client = new this.Client(address, credentials, CHANNEL_OPTIONS) as unknown as FleetClient;
+    } catch (error) {
+      return { heard: false, reason: (error as Error).message };
+    }
     this.client = client;
     try {
       // Connect before reading HAProxy for the hello: an unreachable controller costs nothing.
@@ -284,8 +296,8 @@ export class ControllerLink {
       };
       const dead = setTimeout(() => finish(`nothing from the controller for ${this.options.deadAfterMs} ms`), this.options.deadAfterMs);
       const beat = setInterval(() => {
-        // A heartbeat behind a backlog says nothing the backlog will not.
-        if (writer.backlog === 0) void writer.send({ heartbeat: { sentAtMs: Date.now() } });
+        // A heartbeat behind a backlog, or just after another message, says nothing new.
+        if (writer.backlog === 0 && heartbeatDue(writer.lastSentAt, Date.now(), this.options.heartbeatMs)) void writer.send({ heartbeat: { sentAtMs: Date.now() } });
       }, this.options.heartbeatMs);
       call.on("data", (raw: unknown) => {
         if (ended) return;

@@ -16,6 +16,21 @@ export type CommandKind =
   | "show-info"
   | "show-backend";
 
+/** Each kind's Runtime API command without its arguments: a bounded set, fit for a metric label. */
+const VERBS = {
+  "set-addr": "set server",
+  "set-weight": "set server",
+  "set-state": "set server",
+  "add-server": "add server",
+  "del-server": "del server",
+  "enable-health": "enable health",
+  "show-servers-state": "show servers state",
+  "show-stat": "show stat",
+  "show-info": "show info",
+  "show-backend": "show backend",
+} as const satisfies Record<CommandKind, string>;
+export type CommandVerb = (typeof VERBS)[CommandKind];
+
 export type AdminTarget = "ready" | "drain" | "maint";
 
 export class RuntimeCommand {
@@ -27,6 +42,10 @@ export class RuntimeCommand {
   /** Read-only commands may be retried on a fresh connection; changes never are. */
   get isRead(): boolean {
     return this.kind.startsWith("show-");
+  }
+
+  get verb(): CommandVerb {
+    return VERBS[this.kind];
   }
 
   static setAddress(backend: Name, server: Name, address: Address, port: Port): RuntimeCommand {

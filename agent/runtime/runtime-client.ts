@@ -3,6 +3,7 @@ import { ConnectionLostError } from "../errors.js";
 import type { RuntimeCommand } from "./commands.js";
 import { Connection } from "./connection.js";
 import type { CommandReply } from "./reply.js";
+import type { RuntimeObserver } from "./runtime-observer.js";
 import { formatSocketAddress, type SocketAddress } from "./socket-address.js";
 
 /** The narrow view the reconciler needs: run a batch, get classified replies. */
@@ -15,6 +16,7 @@ export interface RuntimeClientOptions {
   /** Bytes written per socket write; HAProxy reads its input in 16 KiB buffers anyway. */
   chunkBytes?: number;
   logger?: Logger;
+  observer?: RuntimeObserver;
 }
 
 /**
@@ -56,6 +58,20 @@ export class RuntimeClient {
     if (commands.length === 0) return [];
     const reused = this.connection?.alive === true;
     const connection = await this.connect();
+    const startedAt = performance.now();
+    let replies: CommandReply[];
+    try {
+      replies = await this.exchange(connection, commands, reused);
+    } catch (error) {
+      this.observe(commands, null, startedAt);
+      throw error;
+    }
+    // Outside the try: an observer's exception must not turn a batch that ran into a failed one.
+    this.observe(commands, replies, startedAt);
+    return replies;
+  }
+
+  private async exchange(connection: Connection, commands: readonly RuntimeCommand[], reused: boolean): Promise<CommandReply[]> {
     try {
       return await connection.run(commands, this.batchTimeoutMs, this.chunkBytes);
     } catch (error) {
@@ -68,6 +84,14 @@ export class RuntimeClient {
       }
       throw error;
     }
+  }
+
+  /** The retried reads of a stale connection count once, by their final outcome: the stale try is routine. */
+  private observe(commands: readonly RuntimeCommand[], replies: readonly CommandReply[] | null, startedAt: number): void {
+    const observer = this.options.observer;
+    if (observer === undefined) return;
+    observer.batch((performance.now() - startedAt) / 1000, replies !== null);
+    commands.forEach((command, index) => observer.commandSent(command.verb, replies?.[index]?.ok ?? false));
   }
 
   private async connect(): Promise<Connection> {

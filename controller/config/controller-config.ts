@@ -1,8 +1,11 @@
-import { isIP } from "node:net";
 import { z } from "zod";
-import { parseDuration } from "../../agent/cli/args.js";
-import { InvalidInputError } from "../../agent/errors.js";
 import { nameSchema } from "../../agent/model/values.js";
+import { tlsFilesSchema } from "../../agent/tls/tls-files.js";
+import { rolloutConfigSchema } from "../rollout/rollout-config.js";
+import { transportProblem } from "../tls/transport-policy.js";
+import { durationSchema, isDuration, LABEL_MESSAGE, labelKeySchema, labelValueSchema, listenSchema } from "./config-values.js";
+
+export { durationSchema, labelKeySchema, labelValueSchema, parseListen } from "./config-values.js";
 
 /*
  * The controller's configuration, as one zod schema: the file loader and the quick-start
@@ -17,66 +20,6 @@ const SERVICE_PATTERN = /^[A-Za-z0-9._-]{1,128}$/;
 const SERVICE_MESSAGE = "must be 1 to 128 letters, digits, '.', '_' or '-'";
 
 export const serviceNameSchema = z.string().regex(SERVICE_PATTERN, SERVICE_MESSAGE);
-
-const LABEL_PATTERN = /^[A-Za-z0-9._-]{1,63}$/;
-const LABEL_MESSAGE = "must be 1 to 63 letters, digits, '.', '_' or '-'";
-
-/** An agent label's name and value: the same rules as the labels an agent announces. */
-export const labelKeySchema = z.string().regex(LABEL_PATTERN, LABEL_MESSAGE);
-export const labelValueSchema = z.string({ error: "must be a string" }).regex(LABEL_PATTERN, LABEL_MESSAGE);
-
-// A longer delay overflows node's timers, which then fire at once instead of never.
-const TIMER_MAX_MS = 2_147_483_647;
-const DURATION_MESSAGE = "must be a duration: milliseconds, or a string like 500ms, 5s or 2m";
-
-/** Milliseconds as a number, or the `--timeout`-style text `500ms`, `5s`, `2m`. */
-export const durationSchema = z
-  .union([z.number(), z.string()], { error: DURATION_MESSAGE })
-  .transform((value, ctx) => {
-    if (typeof value === "number") return value;
-    try {
-      return parseDuration("duration", value);
-    } catch {
-      ctx.addIssue({ code: "custom", message: DURATION_MESSAGE, input: value });
-      return z.NEVER;
-    }
-  })
-  .pipe(
-    z
-      .number()
-      .int("must be a whole number of milliseconds")
-      .min(1, "must be at least 1 ms")
-      .max(TIMER_MAX_MS, `must be at most ${TIMER_MAX_MS} ms`),
-  );
-
-function isDuration(value: unknown): value is number {
-  return typeof value === "number" && Number.isInteger(value) && value >= 1 && value <= TIMER_MAX_MS;
-}
-
-const LISTEN_PATTERN = /^(?:\[(?<v6>[0-9A-Fa-f:.]+)\]|(?<host>[A-Za-z0-9.-]+)):(?<port>[0-9]{1,5})$/;
-const LISTEN_MESSAGE = "must be HOST:PORT (IPv6 as [::1]:PORT) with a port in 0..65535";
-
-function listenParts(text: string): { host: string; port: number } | null {
-  const match = LISTEN_PATTERN.exec(text);
-  const groups = match?.groups;
-  if (groups === undefined) return null;
-  const port = Number(groups.port);
-  if (port > 65535) return null;
-  if (groups.v6 !== undefined) return isIP(groups.v6) === 6 ? { host: groups.v6, port } : null;
-  return groups.host === undefined ? null : { host: groups.host, port };
-}
-
-/**
- * `HOST:PORT` or `[v6]:PORT`; the host comes back without brackets, ready for `listen()`.
- * Port 0 passes: an ephemeral port is what tests and side-by-side runs want.
- */
-export function parseListen(text: string): { host: string; port: number } {
-  const parts = listenParts(text);
-  if (parts === null) throw new InvalidInputError("listen", [{ path: "listen", message: LISTEN_MESSAGE, value: text }]);
-  return parts;
-}
-
-const listenSchema = z.string().refine((text) => listenParts(text) !== null, LISTEN_MESSAGE);
 
 const consulAddressSchema = z.string().refine(isHttpUrl, "must be an http:// or https:// URL");
 
@@ -123,6 +66,8 @@ const backendMappingSchema = z.strictObject({
     })
     .optional(),
   allowEmpty: z.boolean().default(false),
+  /** Discovery changes of this backend go out in waves (see `rollout`), not at once. */
+  staged: z.boolean().default(false),
 });
 export type BackendMapping = z.output<typeof backendMappingSchema>;
 
@@ -179,6 +124,8 @@ const agentsSchema = z
   .strictObject({
     heartbeatMs: durationSchema.default(5000),
     deadAfterMs: durationSchema.default(15000),
+    /** A disconnected agent stays in the status (as disconnected) this long. */
+    forgetAfterMs: durationSchema.default(86_400_000),
   })
   .superRefine((agents, ctx) => {
     if (isDuration(agents.heartbeatMs) && isDuration(agents.deadAfterMs) && agents.deadAfterMs <= agents.heartbeatMs) {
@@ -191,15 +138,41 @@ const agentsSchema = z
     }
   });
 
-export const controllerConfigSchema = z.strictObject({
+export const DEFAULT_HTTP_LISTEN = "127.0.0.1:7901";
+
+const httpSchema = z.strictObject({
+  /** The status API, the page and /metrics; null: none. */
+  listen: listenSchema.nullable().default(DEFAULT_HTTP_LISTEN),
+  /** A file holding the token that mutating requests (freeze, rollout actions) must carry. */
+  tokenFile: z.string().min(1, "must not be empty").optional(),
+});
+
+const controllerFieldsSchema = z.strictObject({
   listen: listenSchema.default(DEFAULT_LISTEN),
+  /** mTLS for the agents' gRPC streams: the fleet CA, the controller's certificate and key. */
+  tls: tlsFilesSchema.optional(),
+  /** Plaintext on a non-loopback listen address; absent means false (see transport-policy.ts). */
+  insecure: z.boolean().optional(),
+  http: httpSchema.prefault({}),
+  /** Where the freeze and rollout state are kept across restarts; absent: in memory only. */
+  stateDir: z.string().min(1, "must not be empty").optional(),
   discovery: discoverySchema,
   backends: backendsSchema,
   // prefault, not default: an absent block is parsed as `{}`, so its fields get their defaults.
   guards: guardsSchema.prefault({}),
   debounce: debounceSchema.prefault({}),
   agents: agentsSchema.prefault({}),
+  rollout: rolloutConfigSchema.prefault({}),
 });
+
+export const controllerConfigSchema = controllerFieldsSchema.superRefine(
+  (config, ctx) => {
+    const problem = transportProblem(config);
+    if (problem !== null) ctx.addIssue({ code: "custom", path: [problem.path], message: problem.message, input: problem.value });
+  },
+  // Only once every field passed: the rule reads listen, tls and insecure as valid values.
+  { when: (payload) => payload.issues.length === 0 },
+);
 
 export type ControllerConfig = z.output<typeof controllerConfigSchema>;
 /** The configuration as written, before defaults and duration parsing. */

@@ -1,165 +1,31 @@
-import { readFile } from "node:fs/promises";
-import { dirname, extname, isAbsolute, resolve } from "node:path";
+import { dirname, isAbsolute, resolve } from "node:path";
 import type { ParseArgsConfig } from "node:util";
-import { isMap, isScalar, isSeq, LineCounter, parseDocument, type Document } from "yaml";
 import type { z } from "zod";
+import { loadConfigFile, parseConfigText, type ConfigFormat } from "../../agent/config/config-file.js";
 import { InvalidInputError, type InputIssue } from "../../agent/errors.js";
 import { issuesOf } from "../../agent/model/validate.js";
 import { controllerConfigSchema, type ControllerConfig, type ControllerConfigInput } from "./controller-config.js";
 
-/*
- * Every issue from a file names the field by its path (`backends[1].service`) and says where
- * it is in the file with a `line L:C: ` prefix on the message, so the path stays a plain
- * field path that callers can match on, as in every other InvalidInputError.
- */
+export type { ConfigFormat };
 
-export type ConfigFormat = "yaml" | "json";
-
-const FORMATS: Record<string, ConfigFormat> = { ".yaml": "yaml", ".yml": "yaml", ".json": "json" };
-
-/** Reads, parses and validates a controller config file; `discovery.file` is made absolute. */
+/** Reads, parses and validates a controller config file; the paths in it are made absolute. */
 export async function loadControllerConfig(path: string): Promise<ControllerConfig> {
-  const format = FORMATS[extname(path).toLowerCase()];
-  if (format === undefined) {
-    throw new InvalidInputError(path, [{ path: "", message: "a config file must be named *.yaml, *.yml or *.json" }]);
-  }
-  let text: string;
-  try {
-    text = await readFile(path, "utf8");
-  } catch (error) {
-    throw new InvalidInputError(path, [{ path: "", message: `cannot read the file: ${(error as Error).message}` }]);
-  }
-  const config = parseControllerConfigText(text, format, path);
-  // A catalog path in a config file means "next to this file", wherever the controller started.
-  if ("file" in config.discovery && !isAbsolute(config.discovery.file)) {
-    return { ...config, discovery: { file: resolve(dirname(path), config.discovery.file) } };
-  }
-  return config;
+  const config = await loadConfigFile(controllerConfigSchema, path);
+  // A path in a config file means "next to this file", wherever the controller started.
+  const near = (file: string): string => (isAbsolute(file) ? file : resolve(dirname(path), file));
+  const { discovery, tls, http, stateDir } = config;
+  return {
+    ...config,
+    discovery: "file" in discovery ? { file: near(discovery.file) } : discovery,
+    http: http.tokenFile === undefined ? http : { ...http, tokenFile: near(http.tokenFile) },
+    ...(tls === undefined ? {} : { tls: { ca: near(tls.ca), cert: near(tls.cert), key: near(tls.key) } }),
+    ...(stateDir === undefined ? {} : { stateDir: near(stateDir) }),
+  };
 }
 
 /** The pure half of loading: text in, config or InvalidInputError (with lines) out. */
 export function parseControllerConfigText(text: string, format: ConfigFormat, source: string): ControllerConfig {
-  const lines = new LineCounter();
-  const document = format === "json" ? parseJsonDocument(text, source, lines) : parseYamlDocument(text, source, lines);
-  const input = toValue(document, source);
-  const result = controllerConfigSchema.safeParse(input);
-  if (!result.success) throw new InvalidInputError(source, locatedIssues(result.error, input, document, lines));
-  return result.data;
-}
-
-function parseYamlDocument(text: string, source: string, lines: LineCounter): Document {
-  // One document only: a second `---` would otherwise be silently ignored config.
-  const document = parseDocument(text, { lineCounter: lines, prettyErrors: false, uniqueKeys: true });
-  if (document.errors.length > 0) {
-    throw new InvalidInputError(
-      source,
-      document.errors.map((error) => ({ path: "", message: `${at(lines, error.pos[0])}not valid YAML: ${error.message}` })),
-    );
-  }
-  return document;
-}
-
-/**
- * JSON.parse decides what is JSON (YAML would also take comments, trailing commas and single
- * quotes); the yaml parser, reading the same text, supplies positions and refuses duplicate
- * keys, which JSON.parse would silently resolve to the last one.
- */
-function parseJsonDocument(text: string, source: string, lines: LineCounter): Document {
-  const document = parseDocument(text, { lineCounter: lines, prettyErrors: false, uniqueKeys: true, schema: "json" });
-  try {
-    JSON.parse(text);
-  } catch (error) {
-    const message = (error as Error).message;
-    const position = /at position (\d+)/.exec(message);
-    const offset = position ? Number(position[1]) : (document.errors[0]?.pos[0] ?? 0);
-    const reason = message.replace(/ in JSON at position \d+.*$/s, "");
-    throw new InvalidInputError(source, [{ path: "", message: `${at(lines, offset)}not valid JSON: ${reason}` }]);
-  }
-  if (document.errors.length > 0) {
-    throw new InvalidInputError(
-      source,
-      document.errors.map((error) => ({ path: "", message: `${at(lines, error.pos[0])}not valid JSON: ${error.message}` })),
-    );
-  }
-  return document;
-}
-
-function toValue(document: Document, source: string): unknown {
-  try {
-    // The alias limit stops a "billion laughs" document from expanding without bound.
-    return document.toJS({ maxAliasCount: 100 });
-  } catch (error) {
-    throw new InvalidInputError(source, [{ path: "", message: `cannot read the document: ${(error as Error).message}` }]);
-  }
-}
-
-/** Issues in the order they appear in the file, which is the order a person fixes them in. */
-function locatedIssues(error: z.ZodError, input: unknown, document: Document, lines: LineCounter): InputIssue[] {
-  const plain = issuesOf(error, input);
-  const located = error.issues.flatMap((issue, index): { offset: number; issue: InputIssue }[] => {
-    if (issue.code === "unrecognized_keys") {
-      // One issue per unknown key, each pointing at the key itself: that is what to delete.
-      return issue.keys.map((key) => {
-        const path = [...issue.path, key];
-        const offset = offsetOf(document, path, "key");
-        return { offset, issue: { path: formatPath(path), message: `${at(lines, offset)}unknown field` } };
-      });
-    }
-    const ours = plain[index] ?? { path: formatPath(issue.path), message: issue.message };
-    const offset = offsetOf(document, issue.path, issue.code === "invalid_key" ? "key" : "value");
-    return [{ offset, issue: withoutSecret({ ...ours, message: `${at(lines, offset)}${ours.message}` }) }];
-  });
-  return located.sort((a, b) => a.offset - b.offset).map((entry) => entry.issue);
-}
-
-/** A token is never echoed into an error message, which ends up in logs. */
-function withoutSecret(issue: InputIssue): InputIssue {
-  if (!issue.path.endsWith("token") || issue.value === undefined) return issue;
-  return { path: issue.path, message: issue.message };
-}
-
-/**
- * Where the field at `path` is in the file; a missing field is placed at the nearest thing
- * that is there (its parent), since that is where it has to be added.
- */
-function offsetOf(document: Document, path: readonly PropertyKey[], want: "key" | "value"): number {
-  let node: unknown = document.contents;
-  let offset = rangeStart(node) ?? 0;
-  for (const [depth, segment] of path.entries()) {
-    const last = depth === path.length - 1;
-    if (isMap(node)) {
-      const pair = node.items.find((item) => isScalar(item.key) && String(item.key.value) === String(segment));
-      if (pair === undefined) break;
-      const keyStart = rangeStart(pair.key);
-      const valueStart = rangeStart(pair.value);
-      offset = (last && want === "key" ? keyStart : (valueStart ?? keyStart)) ?? offset;
-      node = pair.value;
-    } else if (isSeq(node) && typeof segment === "number") {
-      node = node.items[segment];
-      offset = rangeStart(node) ?? offset;
-    } else {
-      break;
-    }
-  }
-  return offset;
-}
-
-function rangeStart(node: unknown): number | undefined {
-  if (node === null || typeof node !== "object" || !("range" in node)) return undefined;
-  const range = (node as { range?: unknown }).range;
-  return Array.isArray(range) && typeof range[0] === "number" ? range[0] : undefined;
-}
-
-function at(lines: LineCounter, offset: number): string {
-  const { line, col } = lines.linePos(offset);
-  return `line ${line}:${col}: `;
-}
-
-function formatPath(path: readonly PropertyKey[]): string {
-  return path.reduce<string>((text, key) => {
-    if (typeof key === "number") return `${text}[${key}]`;
-    return text === "" ? String(key) : `${text}.${String(key)}`;
-  }, "");
+  return parseConfigText(controllerConfigSchema, text, format, source);
 }
 
 /* ---------------------------------------------------------------- quick-start flags */
@@ -169,6 +35,11 @@ type FlagOptions = NonNullable<ParseArgsConfig["options"]>;
 /** The quick-start flags, for `parseFlags`, so the CLI and `configFromFlags` cannot drift apart. */
 export const quickStartFlagOptions = {
   listen: { type: "string" },
+  http: { type: "string" },
+  "tls-ca": { type: "string" },
+  "tls-cert": { type: "string" },
+  "tls-key": { type: "string" },
+  insecure: { type: "boolean" },
   consul: { type: "string" },
   "catalog-file": { type: "string" },
   "consul-token": { type: "string" },
@@ -178,6 +49,11 @@ export const quickStartFlagOptions = {
 
 export interface QuickStartFlags {
   listen?: string;
+  http?: string;
+  "tls-ca"?: string;
+  "tls-cert"?: string;
+  "tls-key"?: string;
+  insecure?: boolean;
   consul?: string;
   "catalog-file"?: string;
   "consul-token"?: string;
@@ -201,6 +77,9 @@ export function configFromFlags(flags: QuickStartFlags, source = "command line")
   for (const flag of ["consul-token", "consul-dc"] as const) {
     if (flags[flag] !== undefined && consul === undefined) issues.push({ path: `--${flag}`, message: "only goes with --consul" });
   }
+  const tlsFlags = [flags["tls-ca"], flags["tls-cert"], flags["tls-key"]];
+  const tls = tlsFlags.every((file) => file !== undefined) ? { ca: tlsFlags[0]!, cert: tlsFlags[1]!, key: tlsFlags[2]! } : null;
+  if (tls === null && tlsFlags.some((file) => file !== undefined)) issues.push({ path: "--tls-ca", message: "give all three of --tls-ca, --tls-cert, --tls-key, or none" });
   const maps = flags.map ?? [];
   if (maps.length === 0) issues.push({ path: "--map", message: `give at least one --map; each ${MAP_USAGE}` });
   const backends = maps.map((text) => {
@@ -212,6 +91,9 @@ export function configFromFlags(flags: QuickStartFlags, source = "command line")
 
   const input: ControllerConfigInput = {
     ...(flags.listen === undefined ? {} : { listen: flags.listen }),
+    ...(flags.http === undefined ? {} : { http: { listen: flags.http === "off" ? null : flags.http } }),
+    ...(tls === null ? {} : { tls }),
+    ...(flags.insecure === true ? { insecure: true } : {}),
     discovery:
       consul === undefined
         ? { file: file ?? "" }
@@ -225,7 +107,10 @@ export function configFromFlags(flags: QuickStartFlags, source = "command line")
     backends: backends.filter((mapping) => mapping !== null),
   };
   const result = controllerConfigSchema.safeParse(input);
-  if (!result.success) throw new InvalidInputError(source, result.error.issues.map((issue) => flagIssue(issue, flags)));
+  if (!result.success) {
+    const plain = issuesOf(result.error, input);
+    throw new InvalidInputError(source, result.error.issues.map((issue, index) => flagIssue(issue, plain[index]?.path ?? "", flags)));
+  }
   return result.data;
 }
 
@@ -241,6 +126,11 @@ function parseMapFlag(text: string): { service: string; tag?: string; backend: s
 
 const FLAG_OF_PATH: Record<string, keyof QuickStartFlags> = {
   listen: "listen",
+  "http.listen": "http",
+  insecure: "insecure",
+  "tls.ca": "tls-ca",
+  "tls.cert": "tls-cert",
+  "tls.key": "tls-key",
   "discovery.consul.address": "consul",
   "discovery.consul.token": "consul-token",
   "discovery.consul.datacenter": "consul-dc",
@@ -249,7 +139,8 @@ const FLAG_OF_PATH: Record<string, keyof QuickStartFlags> = {
 
 const MAP_PART: Record<string, string> = { service: "SERVICE", tag: "TAG", backend: "BACKEND" };
 
-function flagIssue(issue: z.ZodError["issues"][number], flags: QuickStartFlags): InputIssue {
+/** `path` is the issue's field path as text, `backends[0].service`. */
+function flagIssue(issue: z.ZodError["issues"][number], path: string, flags: QuickStartFlags): InputIssue {
   const [first, index, field] = issue.path;
   if (first === "backends" && typeof index === "number") {
     const part = typeof field === "string" ? (MAP_PART[field] ?? field) : undefined;
@@ -257,8 +148,9 @@ function flagIssue(issue: z.ZodError["issues"][number], flags: QuickStartFlags):
     const value = flags.map?.[index];
     return value === undefined ? { path: "--map", message } : { path: "--map", message, value };
   }
-  const flag = FLAG_OF_PATH[formatPath(issue.path)];
-  if (flag === undefined) return { path: formatPath(issue.path), message: issue.message };
-  const value = flag === "consul-token" ? undefined : flags[flag];
+  const flag = FLAG_OF_PATH[path];
+  if (flag === undefined) return { path, message: issue.message };
+  const given = flag === "consul-token" ? undefined : flags[flag];
+  const value = typeof given === "boolean" ? undefined : given;
   return value === undefined ? { path: `--${flag}`, message: issue.message } : { path: `--${flag}`, message: issue.message, value };
 }

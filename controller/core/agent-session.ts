@@ -73,7 +73,7 @@ export class AgentSession {
   nextPush(desired: readonly DesiredBackendState[], now: number): DesiredPush | null {
     if (this.inFlight) return null;
     const wanted = new Set<Name>(desired.map((backend) => backend.name));
-    const changed = desired.filter((backend) => this.acked.get(backend.name) !== backend.version && this.nacked.get(backend.name)?.version !== backend.version);
+    const changed = desired.filter((backend) => this.holds(backend.name) !== backend.version);
     const removed = [...new Set([...this.acked.keys(), ...this.nacked.keys(), ...this.unapplied])].filter((name) => !wanted.has(name));
     if (changed.length === 0 && removed.length === 0) return null;
 
@@ -117,13 +117,27 @@ export class AgentSession {
     return outcome;
   }
 
+  /** The version the agent last acked, per backend. */
+  appliedVersions(): Map<Name, string> {
+    return new Map(this.acked);
+  }
+
+  /**
+   * The version the agent keeps as its desired state: the one it nacked, if any (it stores a
+   * push it could not apply, and retries it), else the one it acked. A nacked version is not
+   * sent again; a rollback to the acked one is, so that the agent stops retrying the other.
+   */
+  private holds(backend: Name): string | undefined {
+    return this.nacked.get(backend)?.version ?? this.acked.get(backend);
+  }
+
   /** Per desired backend: synced, pending (in flight), rejected (nacked), or not sent yet. */
   sync(desired: readonly DesiredBackendState[]): Map<Name, BackendSync> {
     const status = new Map<Name, BackendSync>();
     for (const backend of desired) {
       const { name, version } = backend;
       const nack = this.nacked.get(name);
-      if (this.acked.get(name) === version) status.set(name, { state: "synced", version });
+      if (this.holds(name) === version && this.acked.get(name) === version) status.set(name, { state: "synced", version });
       else if (this.inFlight?.backends.get(name) === version) status.set(name, { state: "pending", version, since: this.inFlight.sentAt });
       else if (nack?.version === version) status.set(name, { state: "rejected", version, error: nack.error, appliedVersion: nack.appliedVersion });
       else status.set(name, { state: "not-sent", version });

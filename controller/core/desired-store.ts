@@ -82,6 +82,11 @@ export class DesiredStore {
     return result;
   }
 
+  /** Discovery has answered for every mapped backend: what an agent lacks is known. */
+  ready(): boolean {
+    return this.mappings.every((mapping) => this.backends.has(mapping.backend));
+  }
+
   all(): DesiredBackendState[] {
     return [...this.backends.values()];
   }

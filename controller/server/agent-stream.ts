@@ -2,20 +2,35 @@ import { randomBytes } from "node:crypto";
 import * as grpc from "@grpc/grpc-js";
 import type { Logger } from "pino";
 import { InvalidInputError } from "../../agent/errors.js";
-import { agentMessageSchema, parseMessage, type AgentMessage, type ObservedReport } from "../../proto/messages.js";
+import { heartbeatDue } from "../../proto/heartbeat.js";
+import { agentMessageSchema, parseMessage, type AgentMessage, type DesiredPush, type ObservedReport } from "../../proto/messages.js";
 import { AgentSession } from "../core/agent-session.js";
 import type { DesiredBackendState } from "../core/desired-store.js";
+import { refuseClaim } from "../tls/peer-identity.js";
 
 export interface StreamHost {
-  backendsFor(labels: Readonly<Record<string, string>>): readonly DesiredBackendState[];
+  /** What this agent should run now: by its labels, and its side of a rollout. */
+  desiredFor(agentId: string, labels: Readonly<Record<string, string>>): readonly DesiredBackendState[];
+  /**
+   * While the fleet is frozen, or discovery has not answered for every backend yet, nothing is
+   * pushed (heartbeats and acks go on): a controller just started must not tell agents to drop
+   * backends it has simply not read yet.
+   */
+  holding(): boolean;
+  /** The push as wire bytes (see push-encoding.ts). */
+  encodePush(push: DesiredPush): Buffer;
   attach(stream: AgentStream): void;
   detach(stream: AgentStream, reason: string): void;
   events: {
     acked(agent: string, backend: string, version: string, latencyMs: number): void;
     nacked(agent: string, backend: string, version: string, error: string): void;
+    pushed(agent: string, push: DesiredPush): void;
+    drift(agent: string, backend: string): void;
   };
   heartbeatMs: number;
   deadAfterMs: number;
+  /** mtls: the hello's agent id must be the one in the client certificate. */
+  identity: "mtls" | "insecure";
   clock: () => number;
   logger: Logger;
 }
@@ -30,8 +45,11 @@ type Call = grpc.ServerDuplexStream<unknown, unknown>;
 export class AgentStream {
   session: AgentSession | null = null;
   observed: ObservedReport | null = null;
+  readonly peer: string;
+  readonly connectedAt: number;
   private readonly streamId = randomBytes(4).toString("hex");
   private lastHeard: number;
+  private lastSent = 0;
   private blocked = false;
   private closed = false;
   private readonly timer: NodeJS.Timeout;
@@ -42,7 +60,9 @@ export class AgentStream {
     private readonly host: StreamHost,
   ) {
     this.lastHeard = host.clock();
-    this.log = host.logger.child({ stream: this.streamId, peer: call.getPeer() });
+    this.connectedAt = this.lastHeard;
+    this.peer = call.getPeer();
+    this.log = host.logger.child({ stream: this.streamId, peer: this.peer });
     call.on("data", (raw: unknown) => this.onData(raw));
     call.on("end", () => this.close("the agent ended the stream"));
     call.on("cancelled", () => this.close("the agent cancelled the stream"));
@@ -52,11 +72,17 @@ export class AgentStream {
 
   /** Sends the next push if the agent has none in flight and lacks something. */
   pushIfIdle(): void {
-    if (!this.session || this.closed || this.blocked) return;
-    const push = this.session.nextPush(this.host.backendsFor(this.session.hello.labels), this.host.clock());
+    if (!this.session || this.closed || this.blocked || this.host.holding()) return;
+    const push = this.session.nextPush(this.desired(), this.host.clock());
     if (!push) return;
     this.log.info({ agent: this.session.agentId, version: push.version, nonce: push.nonce, backends: push.backends.map((b) => b.name), removed: push.removedBackends }, "push");
-    this.write({ push });
+    this.write(this.host.encodePush(push));
+    this.host.events.pushed(this.session.agentId, push);
+  }
+
+  /** What the agent should run now (empty before its hello). */
+  desired(): readonly DesiredBackendState[] {
+    return this.session ? this.host.desiredFor(this.session.agentId, this.session.hello.labels) : [];
   }
 
   /** Ends the stream with a status, e.g. when a newer stream of the same agent replaces it. */
@@ -80,6 +106,7 @@ export class AgentStream {
     }
     if (this.session === null) {
       if (message.body !== "hello") return this.end(grpc.status.FAILED_PRECONDITION, `the first message must be a hello, got ${message.body}`);
+      if (!this.identityHolds(message.hello.agentId)) return;
       this.session = new AgentSession(message.hello, this.streamId);
       this.log = this.log.child({ agent: message.hello.agentId });
       this.log.info({ labels: message.hello.labels, applied: message.hello.appliedVersions, hafleetVersion: message.hello.hafleetVersion }, "agent connected");
@@ -99,7 +126,18 @@ export class AgentStream {
     }
   }
 
+  /** Without this an agent could take over another's stream and read its desired state. */
+  private identityHolds(claimed: string): boolean {
+    if (this.host.identity === "insecure") return true;
+    const refusal = refuseClaim(claimed, this.call.getAuthContext().sslPeerCertificate);
+    if (refusal === null) return true;
+    this.log.warn({ agent: refusal.agent, claimed, certificate: refusal.certificate, reason: refusal.reason }, "agent refused: its hello does not match its certificate");
+    this.end(grpc.status.PERMISSION_DENIED, refusal.reason);
+    return false;
+  }
+
   private onResponse(response: Extract<AgentMessage, { body: "response" }>["response"]): void {
+    if (response.observed) this.onObserved(response.observed);
     const outcome = this.session!.onResponse(response, this.host.clock());
     if (!outcome) {
       this.log.warn({ nonce: response.nonce }, "response to a push not in flight, ignored");
@@ -122,7 +160,9 @@ export class AgentStream {
     this.observed = report;
     if (previous?.digest === report.digest) return;
     for (const backend of report.backends) {
-      if (backend.drift.length > 0) this.log.warn({ backend: backend.backend, socket: backend.socket, drift: backend.drift }, "drift");
+      if (backend.drift.length === 0) continue;
+      this.log.warn({ backend: backend.backend, socket: backend.socket, drift: backend.drift }, "drift");
+      this.host.events.drift(this.session!.agentId, backend.backend);
     }
   }
 
@@ -133,11 +173,13 @@ export class AgentStream {
       this.end(grpc.status.UNAVAILABLE, `no message from the agent for ${silentFor} ms`);
       return;
     }
-    if (!this.blocked) this.write({ heartbeat: { sentAtMs: this.host.clock() } });
+    const now = this.host.clock();
+    if (!this.blocked && heartbeatDue(this.lastSent, now, this.host.heartbeatMs)) this.write({ heartbeat: { sentAtMs: now } });
   }
 
   private write(message: object): void {
     if (this.closed) return;
+    this.lastSent = this.host.clock();
     if (!this.call.write(message)) {
       this.blocked = true;
       this.call.once("drain", () => {

@@ -1,36 +1,76 @@
 import { EventEmitter } from "node:events";
 import * as grpc from "@grpc/grpc-js";
 import type { Logger } from "pino";
+import type { Name } from "../../agent/model/values.js";
 import { loadFleetService } from "../../proto/fleet-protocol.js";
-import type { DesiredStore } from "../core/desired-store.js";
+import type { DesiredPush, Hello, ObservedReport } from "../../proto/messages.js";
+import type { DesiredBackendState } from "../core/desired-store.js";
+import { ServerTls, type ReloadOutcome } from "../tls/server-credentials.js";
+import type { Transport } from "../tls/transport-policy.js";
 import { AgentStream, type StreamHost } from "./agent-stream.js";
+import { acceptingEncoded, PushEncoder } from "./push-encoding.js";
 
 export interface FleetServerOptions {
   heartbeatMs: number;
   deadAfterMs: number;
+  /** How long a disconnected agent is remembered (and shown as disconnected). */
+  forgetAfterMs: number;
   logger: Logger;
   clock?: () => number;
+  /** Whether the desired state is complete enough to push (default: always). */
+  ready?: () => boolean;
+  /**
+   * How agents connect (see transportFor): one value decides both the credentials and whether
+   * each hello is checked against the client certificate, so the two cannot disagree.
+   * Default: plaintext, unchecked, as on loopback.
+   */
+  transport?: Transport;
 }
 
 export interface FleetEvents {
   acked: [agent: string, backend: string, version: string, latencyMs: number];
   nacked: [agent: string, backend: string, version: string, error: string];
+  pushed: [agent: string, push: DesiredPush];
+  drift: [agent: string, backend: string];
   connected: [agent: string];
   disconnected: [agent: string, reason: string];
 }
 
+/** What the controller still knows of an agent whose stream ended. */
+export interface DepartedAgent {
+  hello: Hello;
+  peer: string;
+  connectedAt: number;
+  since: number;
+  reason: string;
+  /** The versions it had acked when it left. */
+  applied: ReadonlyMap<Name, string>;
+  observed: ObservedReport | null;
+}
+
+/** Decides per agent what it should run: its labels' backends, or its side of a rollout. */
+export type DesiredResolver = (agentId: string, labels: Readonly<Record<string, string>>) => readonly DesiredBackendState[];
+
 /**
  * The gRPC side of the controller: one AgentStream per connected agent, pushed to whenever
- * the desired store changes. The store never sees gRPC; this server asks it, per agent,
+ * the desired state changes. It never computes desired state: a resolver says, per agent,
  * which backends that agent should run.
  */
 export class FleetServer {
   readonly events = new EventEmitter<FleetEvents>();
   private readonly server: grpc.Server;
   private readonly streams = new Map<string, AgentStream>();
+  private readonly departed = new Map<string, DepartedAgent>();
   private readonly host: StreamHost;
+  private readonly clock: () => number;
+  private readonly transport: Transport;
+  private tls: ServerTls | null = null;
+  private frozenState: { since: number; reason: string } | null = null;
 
-  constructor(store: DesiredStore, options: FleetServerOptions) {
+  constructor(
+    resolve: DesiredResolver,
+    private readonly options: FleetServerOptions,
+  ) {
     // Keepalive pings let dead TCP peers be noticed even when no heartbeat can be written.
     this.server = new grpc.Server({
       "grpc.keepalive_time_ms": 10_000,
@@ -38,31 +78,55 @@ export class FleetServer {
       "grpc.keepalive_permit_without_calls": 1,
       "grpc.http2.min_ping_interval_without_data_ms": 5_000,
     });
+    this.clock = options.clock ?? Date.now;
+    this.transport = options.transport ?? { kind: "plaintext", warning: null };
     const events = this.events;
+    const { service } = loadFleetService();
+    const encoder = new PushEncoder((message) => service["Sync"]!.responseSerialize(message));
     this.host = {
-      backendsFor: (labels) => store.backendsFor(labels),
+      desiredFor: resolve,
+      holding: () => this.frozenState !== null || !(options.ready?.() ?? true),
+      encodePush: (push) => encoder.encode(push),
       attach: (stream) => this.attach(stream),
       detach: (stream, reason) => this.detach(stream, reason),
       events: {
         acked: (...args) => events.emit("acked", ...args),
         nacked: (...args) => events.emit("nacked", ...args),
+        pushed: (...args) => events.emit("pushed", ...args),
+        drift: (...args) => events.emit("drift", ...args),
       },
       heartbeatMs: options.heartbeatMs,
       deadAfterMs: options.deadAfterMs,
-      clock: options.clock ?? Date.now,
+      identity: this.transport.kind === "mtls" ? "mtls" : "insecure",
+      clock: this.clock,
       logger: options.logger,
     };
-    const { service } = loadFleetService();
-    this.server.addService(service, {
+    this.server.addService(acceptingEncoded(service), {
       Sync: (call: grpc.ServerDuplexStream<unknown, unknown>) => new AgentStream(call, this.host),
     });
   }
 
-  /** Binds `host:port` (port 0 picks one); returns the port. */
-  listen(address: string, credentials = grpc.ServerCredentials.createInsecure()): Promise<number> {
+  /**
+   * Binds `host:port` (port 0 picks one) with the transport's credentials; returns the port.
+   * With mtls, rejects (InvalidInputError naming the file) when the TLS files fail the checks.
+   */
+  async listen(address: string): Promise<number> {
+    const { logger } = this.options;
+    let credentials = grpc.ServerCredentials.createInsecure();
+    if (this.transport.kind === "mtls") {
+      this.tls ??= new ServerTls(this.transport.files, { logger });
+      credentials = this.tls.credentials;
+    } else if (this.transport.warning !== null) {
+      logger.warn({ listen: address }, this.transport.warning);
+    }
     return new Promise((resolve, reject) => {
       this.server.bindAsync(address, credentials, (error, port) => (error ? reject(error) : resolve(port)));
     });
+  }
+
+  /** Re-reads the TLS files now (SIGHUP); files that fail the checks leave the current ones in use. */
+  reloadTls(): ReloadOutcome {
+    return this.tls?.reload() ?? "unchanged";
   }
 
   /** The desired state changed: every idle agent gets what it now lacks. */
@@ -70,12 +134,48 @@ export class FleetServer {
     for (const stream of this.streams.values()) stream.pushIfIdle();
   }
 
+  /** The agent's stream while it is connected. */
+  stream(agentId: string): AgentStream | undefined {
+    return this.streams.get(agentId);
+  }
+
+  /** What an agent with this id and these labels should run now. */
+  resolve(agentId: string, labels: Readonly<Record<string, string>>): readonly DesiredBackendState[] {
+    return this.host.desiredFor(agentId, labels);
+  }
+
   connected(): AgentStream[] {
     return [...this.streams.values()];
   }
 
+  /** Agents whose stream ended within forgetAfterMs, and not back since. */
+  disconnected(): DepartedAgent[] {
+    const cutoff = this.clock() - this.options.forgetAfterMs;
+    for (const [agent, departed] of this.departed) if (departed.since < cutoff) this.departed.delete(agent);
+    return [...this.departed.values()];
+  }
+
+  get frozen(): { since: number; reason: string } | null {
+    return this.frozenState;
+  }
+
+  /** The kill switch: no push leaves until unfreeze(); what is in flight still completes. */
+  freeze(reason: string, since = this.clock()): void {
+    if (this.frozenState !== null) return;
+    this.frozenState = { since, reason };
+    this.options.logger.warn({ reason }, "fleet frozen: no pushes until unfrozen");
+  }
+
+  unfreeze(): void {
+    if (this.frozenState === null) return;
+    this.frozenState = null;
+    this.options.logger.warn("fleet unfrozen: pushing what agents lack");
+    this.desiredChanged();
+  }
+
   /** Lets streams finish for up to `graceMs`, then cuts what is left. */
   async close(graceMs = 2_000): Promise<void> {
+    this.tls?.close();
     for (const stream of this.streams.values()) stream.end(grpc.status.UNAVAILABLE, "controller shutting down");
     await new Promise<void>((resolve) => {
       const timer = setTimeout(() => {
@@ -94,13 +194,24 @@ export class FleetServer {
     // One stream per agent id: the newest wins (the older is most likely a dead connection).
     this.streams.get(agent)?.end(grpc.status.ALREADY_EXISTS, "replaced by a newer stream of the same agent");
     this.streams.set(agent, stream);
+    this.departed.delete(agent);
     this.events.emit("connected", agent);
   }
 
   private detach(stream: AgentStream, reason: string): void {
-    const agent = stream.session?.agentId;
-    if (agent === undefined || this.streams.get(agent) !== stream) return;
+    const session = stream.session;
+    const agent = session?.agentId;
+    if (session === null || agent === undefined || this.streams.get(agent) !== stream) return;
     this.streams.delete(agent);
+    this.departed.set(agent, {
+      hello: session.hello,
+      peer: stream.peer,
+      connectedAt: stream.connectedAt,
+      since: this.clock(),
+      reason,
+      applied: session.appliedVersions(),
+      observed: stream.observed,
+    });
     this.host.logger.info({ agent, reason }, "agent disconnected");
     this.events.emit("disconnected", agent, reason);
   }

@@ -319,7 +319,7 @@ async function startBenchController(source: MemorySource): Promise<RunningContro
     backends: [{ backend: BACKEND, service: SERVICE }],
     debounce: DEBOUNCE,
   });
-  return startController(config, silent, source);
+  return startController(config, silent, { source });
 }
 
 function backendVersion(controller: RunningController): string {

@@ -53,6 +53,11 @@ class FakeStream {
     }, 100);
   }
 
+  /** Observed reports, sent alone or with a push's response. */
+  observed(): ObservedReport[] {
+    return [...this.all("observed"), ...this.all("response").flatMap((response) => (response.observed ? [response.observed] : []))];
+  }
+
   all<K extends Body>(body: K): Array<Payload<K>> {
     return this.messages.filter((message) => message.body === body).map((message) => (message as unknown as Record<K, Payload<K>>)[body]);
   }
@@ -186,7 +191,7 @@ async function storedFile(dir: string): Promise<{ backends: Array<{ name: string
 describe("hafleet-agent run, against a fake controller and a real HAProxy", () => {
   it("says hello with its identity and inventory, applies a push and acks it with the nonce", async () => {
     const [h, controller, dir] = await Promise.all([haproxy(), FakeController.start(), stateDir()]);
-    await agent(h, [controller.address], dir);
+    const runner = await agent(h, [controller.address], dir);
     const stream = await controller.stream(0);
 
     expect(await stream.hello()).toEqual({
@@ -214,11 +219,15 @@ describe("hafleet-agent run, against a fake controller and a real HAProxy", () =
     expect(stream.all("response").map((response) => response.nonce)).toEqual(["n1", "n2"]);
 
     expect(serving(await h.serversState(), "be_app")).toEqual(endpoints(app(3)));
-    expect((await storedFile(dir)).backends).toMatchObject([{ name: "be_app", version: "app-2", appliedVersion: "app-2" }]);
-    const observed = await until(() => stream.all("observed").find((report) => report.backends[0]?.serving === 3), "an observed report with 3 serving");
+    // What was applied is marked in the file with the next push, or at stop: a restart
+    // re-applies the stored state (and marks it) before its hello says what it runs.
+    expect((await storedFile(dir)).backends).toMatchObject([{ name: "be_app", version: "app-2", appliedVersion: "app-1" }]);
+    const observed = await until(() => stream.observed().find((report) => report.backends[0]?.serving === 3), "an observed report with 3 serving");
     expect(observed.backends).toEqual([{ backend: "be_app", socket: h.socket, digest: expect.stringMatching(/^[0-9a-f]{16}$/), serving: 3, drift: [] }]);
     await until(() => stream.all("heartbeat").length >= 2 || undefined, "heartbeats");
     expect(stream.invalid).toEqual([]);
+    await runner.stop();
+    expect((await storedFile(dir)).backends).toMatchObject([{ name: "be_app", version: "app-2", appliedVersion: "app-2" }]);
   });
 
   it("nacks a backend HAProxy lacks, naming the socket and the reason, and still applies the rest", async () => {
@@ -320,11 +329,11 @@ describe("hafleet-agent run, against a fake controller and a real HAProxy", () =
     const stream = await controller.stream(0);
     stream.push({ nonce: "n1", backends: [backend("be_app", "app-1", app(2))] });
     await stream.response("n1");
-    await until(() => stream.all("observed").find((report) => report.backends[0]?.serving === 2), "the report after the push");
+    await until(() => stream.observed().find((report) => report.backends[0]?.serving === 2), "the report after the push");
 
     await h.restart();
     await until(async () => serving(await h.serversState(), "be_app").length === 2 || undefined, "HAProxy serving again");
-    const drift = await until(() => stream.all("observed").find((report: ObservedReport) => report.backends[0]?.drift.length), "a report with drift");
+    const drift = await until(() => stream.observed().find((report: ObservedReport) => report.backends[0]?.drift.length), "a report with drift");
     expect(drift.backends[0]!.drift).toEqual(endpoints(app(2)).map((endpoint) => ({ endpoint, state: "missing" })));
     expect(drift.backends[0]!.serving).toBe(2);
     expect(serving(await h.serversState(), "be_app")).toEqual(endpoints(app(2)));
@@ -392,7 +401,7 @@ describe("hafleet-agent run, the command", () => {
     expect((await run([...base, "--label", "novalue"])).stderr).toContain("must be KEY=VALUE");
     expect((await run(["--controller", "nope", ...base.slice(2)])).code).toBe(2);
     const badId = await run([...base.slice(0, 4), "--id", "bad id"]);
-    expect([badId.code, badId.stderr.includes("agentId")]).toEqual([2, true]);
+    expect([badId.code, badId.stderr.includes("--id")]).toEqual([2, true]);
   });
 });
 

@@ -22,9 +22,9 @@ function servers(...ports: number[]) {
 }
 
 async function start(options: { heartbeatMs?: number; deadAfterMs?: number } = {}) {
-  const store = new DesiredStore([{ backend: nameSchema.parse("be_app"), service: "app", allowEmpty: false }], 0.5);
+  const store = new DesiredStore([{ backend: nameSchema.parse("be_app"), service: "app", allowEmpty: false, staged: false }], 0.5);
   store.apply({ key: "app", servers: servers(80, 81), dropped: [] });
-  server = new FleetServer(store, { heartbeatMs: options.heartbeatMs ?? 1_000, deadAfterMs: options.deadAfterMs ?? 5_000, logger: silentLogger });
+  server = new FleetServer((_agent, labels) => store.backendsFor(labels), { heartbeatMs: options.heartbeatMs ?? 1_000, deadAfterMs: options.deadAfterMs ?? 5_000, forgetAfterMs: 60_000, logger: silentLogger });
   const port = await server.listen("127.0.0.1:0");
   return { store, port };
 }

@@ -38,3 +38,17 @@ export function expectInvalid(run: () => unknown, issues: InputIssue[], source: 
   expect(invalid.issues).toEqual(issues);
   return invalid;
 }
+
+/**
+ * Polls `probe` until it gives a value (not undefined or false), or fails naming `what` and,
+ * when given, what `explain` says of the state then: waiting on a real process, not on a timer.
+ */
+export async function until<T>(probe: () => T | undefined | false | Promise<T | undefined | false>, what: string, timeoutMs = 10_000, explain?: () => Promise<string>): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const value = await probe();
+    if (value !== undefined && value !== false) return value;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}${explain ? `; ${await explain()}` : ""}`);
+    await new Promise((resolve) => setTimeout(resolve, 25));
+  }
+}

@@ -38,7 +38,9 @@ const DEFAULTS = {
   listen: "127.0.0.1:7900",
   guards: { maxDropShare: 0.5, recheckMs: 5000 },
   debounce: { quietMs: 100, maxMs: 1000 },
-  agents: { heartbeatMs: 5000, deadAfterMs: 15000 },
+  agents: { heartbeatMs: 5000, deadAfterMs: 15000, forgetAfterMs: 86_400_000 },
+  http: { listen: "127.0.0.1:7901" },
+  rollout: { canary: { count: 1 }, waves: [0.1, 0.25, 0.5, 1], bakeMs: 30_000, waveTimeoutMs: 120_000, autoRollback: true, maxServingDrop: 0.1 },
 };
 
 const FULL_YAML = `# the whole configuration, every field given
@@ -66,6 +68,11 @@ debounce:
 agents:
   heartbeatMs: 1000
   deadAfterMs: 1m
+  forgetAfterMs: 60m
+http:
+  listen: "0.0.0.0:7911"
+  tokenFile: /etc/hafleet/token
+stateDir: /var/lib/hafleet-controller
 `;
 
 const FULL_EXPECTED: ControllerConfig = controllerConfigSchema.parse({
@@ -85,7 +92,9 @@ const FULL_EXPECTED: ControllerConfig = controllerConfigSchema.parse({
   ],
   guards: { maxDropShare: 0.25 },
   debounce: { quietMs: 250, maxMs: 2000 },
-  agents: { heartbeatMs: 1000, deadAfterMs: 60000 },
+  agents: { heartbeatMs: 1000, deadAfterMs: 60000, forgetAfterMs: 3_600_000 },
+  http: { listen: "0.0.0.0:7911", tokenFile: "/etc/hafleet/token" },
+  stateDir: "/var/lib/hafleet-controller",
 });
 
 describe("controller config: valid files", () => {
@@ -93,7 +102,7 @@ describe("controller config: valid files", () => {
     expect(yaml(yamlWith(""))).toEqual({
       ...DEFAULTS,
       discovery: { file: "catalog.json" },
-      backends: [{ backend: "be_web", service: "web", allowEmpty: false }],
+      backends: [{ backend: "be_web", service: "web", allowEmpty: false, staged: false }],
     });
   });
 
@@ -106,7 +115,7 @@ describe("controller config: valid files", () => {
     expect(yaml(FULL_YAML)).toEqual(FULL_EXPECTED);
     // Spelled out once, so the test does not only compare the schema with itself.
     expect(FULL_EXPECTED.debounce).toEqual({ quietMs: 250, maxMs: 2000 });
-    expect(FULL_EXPECTED.agents).toEqual({ heartbeatMs: 1000, deadAfterMs: 60000 });
+    expect(FULL_EXPECTED.agents).toEqual({ heartbeatMs: 1000, deadAfterMs: 60000, forgetAfterMs: 3_600_000 });
   });
 
   it("reads the same configuration from JSON", () => {
@@ -122,7 +131,9 @@ describe("controller config: valid files", () => {
         ],
         guards: { maxDropShare: 0.25 },
         debounce: { quietMs: "250ms", maxMs: "2s" },
-        agents: { heartbeatMs: 1000, deadAfterMs: "1m" },
+        agents: { heartbeatMs: 1000, deadAfterMs: "1m", forgetAfterMs: "60m" },
+        http: { listen: "0.0.0.0:7911", tokenFile: "/etc/hafleet/token" },
+        stateDir: "/var/lib/hafleet-controller",
       },
       null,
       2,
@@ -432,7 +443,7 @@ describe("loadControllerConfig", () => {
     expect(await loadControllerConfig(join(dir, "min.json"))).toEqual({
       ...DEFAULTS,
       discovery: { file: "/srv/catalog.json" },
-      backends: [{ backend: "b", service: "s", allowEmpty: false }],
+      backends: [{ backend: "b", service: "s", allowEmpty: false, staged: false }],
     });
   });
 
@@ -482,24 +493,39 @@ describe("configFromFlags", () => {
         "consul-token": "tok",
         "consul-dc": "dc1",
         listen: "0.0.0.0:7999",
+        insecure: true,
+        http: "127.0.0.1:0",
         map: ["web=be_web", "api#canary=be_api_canary"],
       }),
     ).toEqual({
       ...DEFAULTS,
       listen: "0.0.0.0:7999",
+      insecure: true,
+      http: { listen: "127.0.0.1:0" },
       discovery: { consul: { address: "http://127.0.0.1:8500", token: "tok", datacenter: "dc1", healthy: "passing", weights: "meta" } },
       backends: [
-        { backend: "be_web", service: "web", allowEmpty: false },
-        { backend: "be_api_canary", service: "api", tag: "canary", allowEmpty: false },
+        { backend: "be_web", service: "web", allowEmpty: false, staged: false },
+        { backend: "be_api_canary", service: "api", tag: "canary", allowEmpty: false, staged: false },
       ],
     });
+  });
+
+  it("takes mTLS files all three or none, and refuses plaintext off loopback without --insecure", () => {
+    const base = { "catalog-file": "catalog.json", map: ["web=be_web"] };
+    expect(configFromFlags({ ...base, "tls-ca": "ca.crt", "tls-cert": "c.crt", "tls-key": "c.key", listen: "0.0.0.0:7900" }).tls).toEqual({ ca: "ca.crt", cert: "c.crt", key: "c.key" });
+    expectInvalid(() => configFromFlags({ ...base, "tls-ca": "ca.crt" }), [{ path: "--tls-ca", message: "give all three of --tls-ca, --tls-cert, --tls-key, or none" }], "command line");
+    expectInvalid(
+      () => configFromFlags({ ...base, listen: "0.0.0.0:7900" }),
+      [{ path: "--listen", message: "needs tls (ca, cert, key) or insecure: true, since it is not a loopback address", value: "0.0.0.0:7900" }],
+      "command line",
+    );
   });
 
   it("builds a catalog-file configuration", () => {
     expect(configFromFlags({ "catalog-file": "catalog.json", map: ["web=be_web"] })).toEqual({
       ...DEFAULTS,
       discovery: { file: "catalog.json" },
-      backends: [{ backend: "be_web", service: "web", allowEmpty: false }],
+      backends: [{ backend: "be_web", service: "web", allowEmpty: false, staged: false }],
     });
   });
 

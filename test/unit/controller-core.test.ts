@@ -42,9 +42,9 @@ describe("the guard against empty or truncated discovery answers", () => {
 describe("the desired store", () => {
   const be = (name: string) => nameSchema.parse(name);
   const mappings: BackendMapping[] = [
-    { backend: be("be_web"), service: "web", allowEmpty: false },
-    { backend: be("be_web_eu"), service: "web", tag: "eu", agents: { region: "eu" }, allowEmpty: false },
-    { backend: be("be_api"), service: "api", allowEmpty: true },
+    { backend: be("be_web"), service: "web", allowEmpty: false, staged: false },
+    { backend: be("be_web_eu"), service: "web", tag: "eu", agents: { region: "eu" }, allowEmpty: false, staged: false },
+    { backend: be("be_api"), service: "api", allowEmpty: true, staged: false },
   ];
 
   it("watches each service and tag once, whatever the number of backends", () => {
@@ -154,6 +154,20 @@ describe("an agent's session", () => {
     expect(session.nextPush(desired, 10)).toBeNull();
     expect(session.sync(desired).get(nameSchema.parse("a"))).toEqual({ state: "rejected", version: desired[0]!.version, error: "backend-missing", appliedVersion: "" });
     expect(session.nextPush([state("a", 2)], 20)!.backends.map((b) => b.name)).toEqual(["a"]);
+  });
+
+  it("sends the acked version again when the desired state goes back to it after a nack (a rollback)", () => {
+    const v1 = state("a", 1);
+    const session = new AgentSession(hello({ a: v1.version }), "s");
+    const push = session.nextPush([state("a", 2)], 0)!;
+    session.onResponse({ nonce: push.nonce, results: [{ backend: nameSchema.parse("a"), version: state("a", 2).version, error: "no-free-slot", appliedVersion: v1.version }] }, 5);
+    // The agent stored the version it could not apply and retries it: it must be told to drop it.
+    expect(session.sync([v1]).get(nameSchema.parse("a"))!.state).toBe("not-sent");
+    const back = session.nextPush([v1], 10)!;
+    expect(back.backends.map((b) => [b.name, b.version])).toEqual([["a", v1.version]]);
+    session.onResponse(ack(back.nonce, ["a", v1.version]), 11);
+    expect(session.sync([v1]).get(nameSchema.parse("a"))!.state).toBe("synced");
+    expect(session.nextPush([v1], 12)).toBeNull();
   });
 
   it("treats a backend missing from the response as a nack", () => {

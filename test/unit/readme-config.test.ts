@@ -8,7 +8,7 @@ describe("the README's controller configuration example", () => {
     const example = /```yaml\n([\s\S]*?)```/.exec(readme)?.[1];
     expect(example).toBeDefined();
     const config = parseControllerConfigText(example!, "yaml", "README.md");
-    expect(config.backends.map((backend) => backend.backend)).toEqual(["be_app", "be_app_eu", "be_batch"]);
+    expect(config.backends.map((backend) => backend.backend)).toEqual(["be_app", "be_app_eu", "be_batch", "be_pay"]);
     expect(config.guards).toEqual({ maxDropShare: 0.5, recheckMs: 5000 });
   });
 });

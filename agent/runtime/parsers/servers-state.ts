@@ -4,6 +4,8 @@ const COMMAND = "show servers state";
 const FORMAT_VERSION = "1";
 const HEADER_PREFIX = "# ";
 const MAX_PORT = 65535;
+/** Proxy and server ids are C ints in HAProxy, numbered from 1; the agent asks `show stat` by them. */
+const MAX_ID = 2 ** 31 - 1;
 
 export interface ServerStateRow {
   backendId: number;
@@ -82,9 +84,9 @@ function splitStateLine(line: string, lineNumber: number): string[] {
 
 function toServerState(row: TableRow, at: Columns): ServerStateRow {
   return Object.assign(new LazyColumns(row), {
-    backendId: row.integer(at.be_id),
+    backendId: readId(row, at.be_id, "be_id"),
     backend: row.text(at.be_name),
-    serverId: row.integer(at.srv_id),
+    serverId: readId(row, at.srv_id, "srv_id"),
     server: row.text(at.srv_name),
     address: row.text(at.srv_addr),
     opState: row.integer(at.srv_op_state),
@@ -95,6 +97,12 @@ function toServerState(row: TableRow, at: Columns): ServerStateRow {
     fqdn: row.optionalText(at.srv_fqdn, "-"),
     port: at.srv_port === undefined ? null : readPort(row, at.srv_port),
   });
+}
+
+function readId(row: TableRow, position: number, name: string): number {
+  const id = row.integer(position);
+  if (id < 1 || id > MAX_ID) throw lineError(COMMAND, row.lineNumber, `${name}: ${id} is not an id in 1..${MAX_ID}`);
+  return id;
 }
 
 /** HAProxy stores a port in 16 bits, so anything larger cannot be what it printed. */

@@ -6,7 +6,7 @@ import { issuesOf } from "../../../agent/model/validate.js";
 import { watchKey, type DiscoverySource, type DroppedInstance, type ServiceSnapshot, type SnapshotListener } from "../service-snapshot.js";
 import { ConsulClient, DEFAULT_MAX_BODY_BYTES, DEFAULT_TIMEOUT_MARGIN_MS, DEFAULT_WAIT_MS, MAX_WAIT_MS } from "./consul-client.js";
 import type { HealthPolicy, WeightSource } from "./consul-response.js";
-import { ConsulWatch, type BackoffOptions, type TokenBucketOptions, type WatchClock } from "./consul-watch.js";
+import { ConsulWatch, type BackoffOptions, type DiscoveryObserver, type TokenBucketOptions, type WatchClock } from "./consul-watch.js";
 
 export interface ConsulSourceOptions {
   /** `http://host:port` of a Consul agent or server. */
@@ -26,6 +26,8 @@ export interface ConsulSourceOptions {
   maxBodyBytes?: number;
   clock?: WatchClock;
   random?: () => number;
+  /** Told of every query of every watch (the controller's metrics). */
+  observer?: DiscoveryObserver;
 }
 
 export class ConsulSourceClosedError extends HafleetError {
@@ -134,6 +136,7 @@ export class ConsulSource implements DiscoverySource {
       ...(this.options.backoff === undefined ? {} : { backoff: this.options.backoff }),
       ...(this.options.clock === undefined ? {} : { clock: this.options.clock }),
       ...(this.options.random === undefined ? {} : { random: this.options.random }),
+      ...(this.options.observer === undefined ? {} : { observer: this.options.observer }),
     });
     const shared: SharedWatch = { key, watch, subscriptions };
     this.watches.set(key, shared);

@@ -125,6 +125,17 @@ export const systemClock: WatchClock = {
     }),
 };
 
+/** Told of every query's outcome, so that the watch depends on no metrics library. `service` is the watch key. */
+export interface DiscoveryObserver {
+  /**
+   * `blocking`: sent with an index, so Consul may have held it until a change or `wait` ran
+   * out; its duration says when the service changed, not how fast Consul answers.
+   */
+  discoveryAnswered(service: string, seconds: number, blocking: boolean): void;
+  /** Not told of queries cut short by refresh() or stop(): those are no failures. */
+  discoveryFailed(service: string): void;
+}
+
 export interface ConsulWatchOptions {
   key: string;
   /** One query at `index`; rejects on any failure, and when `signal` aborts. */
@@ -139,6 +150,7 @@ export interface ConsulWatchOptions {
   backoff?: Partial<BackoffOptions>;
   clock?: WatchClock;
   random?: () => number;
+  observer?: DiscoveryObserver;
 }
 
 export class ConsulWatch {
@@ -205,12 +217,14 @@ export class ConsulWatch {
       const cancel = (): void => request.abort(signal.reason);
       signal.addEventListener("abort", cancel, { once: true });
       this.request = request;
+      const sentAt = this.clock.now();
       try {
         answer = await this.options.fetch(sent, request.signal);
       } catch (error) {
         if (signal.aborted) break;
         if (request.signal.aborted) continue;
         failures += 1;
+        this.observe((observer) => observer.discoveryFailed(this.options.key));
         this.report(error instanceof Error ? error : new Error(String(error)));
         await this.clock.sleep(backoffDelay(failures, this.backoff, this.random), signal);
         continue;
@@ -219,6 +233,8 @@ export class ConsulWatch {
         this.request = null;
       }
       if (signal.aborted) break;
+      const seconds = (this.clock.now() - sentAt) / 1000;
+      this.observe((observer) => observer.discoveryAnswered(this.options.key, seconds, sent > 0));
       failures = 0;
       index = nextIndex(sent, answer.index);
       if (!isNewAnswer(sent, answer.index, seenAny)) continue;
@@ -251,6 +267,11 @@ export class ConsulWatch {
 
   private report(error: Error): void {
     safely(() => this.options.onError(error));
+  }
+
+  private observe(tell: (observer: DiscoveryObserver) => void): void {
+    const observer = this.options.observer;
+    if (observer !== undefined) safely(() => tell(observer));
   }
 }
 

@@ -1,0 +1,33 @@
+import { parseArgs } from "node:util";
+import { checkConfigFile } from "../config/check-config-file.js";
+import type { ConfigFormat } from "../config/config-file.js";
+import { loadAgentConfig, prepareAgent } from "../config/load-agent-config.js";
+import { UsageError } from "../errors.js";
+
+export const CHECK_CONFIG_HELP = `Usage: hafleet-agent check-config [--format yaml|json] FILE
+
+Checks an agent configuration file (YAML or JSON, the settings of 'hafleet-agent run --config')
+as 'run' would, hybrid mode's template included, without running anything. Prints 'FILE: ok',
+or every problem with its line and field, one a line.
+
+  --format F   read FILE as F whatever its name (a staged copy, such as Ansible's 'validate'
+               makes); by default the name says: *.yaml, *.yml or *.json
+
+Exit codes: 0 valid; 2 not valid (or unreadable).`;
+
+const FORMATS: readonly ConfigFormat[] = ["yaml", "json"];
+
+export async function checkConfigCommand(args: string[]): Promise<number> {
+  let parsed;
+  try {
+    parsed = parseArgs({ args, options: { format: { type: "string" } }, allowPositionals: true, strict: true });
+  } catch (error) {
+    throw new UsageError((error as Error).message);
+  }
+  const [file, ...extra] = parsed.positionals;
+  if (file === undefined || extra.length > 0) throw new UsageError("check-config takes one FILE");
+  const given = parsed.values.format;
+  const format = FORMATS.find((name) => name === given);
+  if (given !== undefined && format === undefined) throw new UsageError(`--format must be yaml or json, got ${JSON.stringify(given)}`);
+  return checkConfigFile(file, async (path) => prepareAgent(await loadAgentConfig(path, format)));
+}

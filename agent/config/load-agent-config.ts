@@ -1,0 +1,180 @@
+import { dirname, isAbsolute, resolve } from "node:path";
+import type { ParseArgsConfig } from "node:util";
+import { InvalidInputError, type InputIssue } from "../errors.js";
+import { hybridFlagOptions, openHybridSession, parseHybridFlags, type HybridFlags, type HybridSession, type HybridSettings } from "../hybrid/hybrid-session.js";
+import { parseTemplateVars } from "../hybrid/render-config.js";
+import { issuesOf } from "../model/validate.js";
+import { agentConfigSchema, varTexts, type AgentConfig, type AgentConfigInput, type HybridConfig } from "./agent-config.js";
+import { loadConfigFile, type ConfigFormat } from "./config-file.js";
+
+/** Reads, parses and validates an agent config file; relative paths in it are made absolute. */
+export async function loadAgentConfig(path: string, format?: ConfigFormat): Promise<AgentConfig> {
+  return withPathsFrom(dirname(path), await loadConfigFile(agentConfigSchema, path, format));
+}
+
+/** A path in a config file means "next to this file", wherever the agent started. */
+function withPathsFrom(dir: string, config: AgentConfig): AgentConfig {
+  const absolute = (path: string) => (isAbsolute(path) ? path : resolve(dir, path));
+  // A socket without a `/` is HOST:PORT.
+  const socket = (text: string) => (text.includes("/") ? absolute(text) : text);
+  const { hybrid, tls } = config;
+  return {
+    ...config,
+    sockets: config.sockets.map(socket),
+    stateDir: absolute(config.stateDir),
+    ...(tls === undefined ? {} : { tls: { ca: absolute(tls.ca), cert: absolute(tls.cert), key: absolute(tls.key) } }),
+    ...(hybrid === undefined
+      ? {}
+      : {
+          hybrid: {
+            ...hybrid,
+            configTemplate: absolute(hybrid.configTemplate),
+            configOut: absolute(hybrid.configOut),
+            stateFile: absolute(hybrid.stateFile),
+            masterSocket: socket(hybrid.masterSocket),
+          },
+        }),
+  };
+}
+
+/** What `run` needs before it starts: the settings, and hybrid mode's template, compiled. */
+export interface PreparedAgent {
+  config: AgentConfig;
+  hybrid: HybridSession | undefined;
+}
+
+/** Everything that can refuse the configuration, done before anything runs with it. */
+export async function prepareAgent(config: AgentConfig): Promise<PreparedAgent> {
+  const hybrid = config.hybrid === undefined ? undefined : await openHybridSession(hybridSettings(config.hybrid), config.sockets[0]!);
+  return { config, hybrid };
+}
+
+function hybridSettings(hybrid: HybridConfig): HybridSettings {
+  return {
+    templatePath: hybrid.configTemplate,
+    configFile: hybrid.configOut,
+    stateFile: hybrid.stateFile,
+    masterSocket: hybrid.masterSocket,
+    spareSlots: hybrid.spareSlots,
+    varTexts: varTexts(hybrid.vars),
+  };
+}
+
+/* ---------------------------------------------------------------- run flags */
+
+type FlagOptions = NonNullable<ParseArgsConfig["options"]>;
+
+/** `run`'s flags, for `parseFlags`, so the CLI and `agentConfigFromFlags` cannot drift apart. */
+export const runFlagOptions = {
+  controller: { type: "string", multiple: true },
+  socket: { type: "string", multiple: true },
+  id: { type: "string" },
+  label: { type: "string", multiple: true },
+  "state-dir": { type: "string" },
+  "drain-period": { type: "string" },
+  resync: { type: "string" },
+  "metrics-listen": { type: "string" },
+  "tls-ca": { type: "string" },
+  "tls-cert": { type: "string" },
+  "tls-key": { type: "string" },
+  insecure: { type: "boolean" },
+  ...hybridFlagOptions,
+} as const satisfies FlagOptions;
+
+export interface RunFlags extends HybridFlags {
+  controller?: string[];
+  socket?: string[];
+  id?: string;
+  label?: string[];
+  "state-dir"?: string;
+  "drain-period"?: string;
+  resync?: string;
+  "metrics-listen"?: string;
+  "tls-ca"?: string;
+  "tls-cert"?: string;
+  "tls-key"?: string;
+  insecure?: boolean;
+}
+
+/** The same settings as a config file would give, from flags; issues name the flag. */
+export function agentConfigFromFlags(flags: RunFlags, source = "command line"): AgentConfig {
+  const hybrid = parseHybridFlags(flags);
+  const input: AgentConfigInput = {
+    controllers: flags.controller ?? [],
+    sockets: flags.socket ?? [],
+    id: flags.id ?? "",
+    labels: parseLabels(flags.label ?? []),
+    ...(flags["state-dir"] === undefined ? {} : { stateDir: flags["state-dir"] }),
+    ...(flags["drain-period"] === undefined ? {} : { drainPeriod: flags["drain-period"] }),
+    ...(flags.resync === undefined ? {} : { resync: flags.resync }),
+    ...(flags["metrics-listen"] === undefined ? {} : { metricsListen: flags["metrics-listen"] }),
+    ...(flags["tls-ca"] === undefined && flags["tls-cert"] === undefined && flags["tls-key"] === undefined
+      ? {}
+      : { tls: { ca: flags["tls-ca"] ?? "", cert: flags["tls-cert"] ?? "", key: flags["tls-key"] ?? "" } }),
+    ...(flags.insecure === true ? { insecure: true } : {}),
+    ...(hybrid === null
+      ? {}
+      : {
+          hybrid: {
+            configTemplate: hybrid.templatePath,
+            configOut: hybrid.configFile,
+            stateFile: hybrid.stateFile,
+            masterSocket: hybrid.masterSocket,
+            spareSlots: hybrid.spareSlots,
+            vars: parseTemplateVars(hybrid.varTexts),
+          },
+        }),
+  };
+  const result = agentConfigSchema.safeParse(input);
+  if (!result.success) {
+    const issues = issuesOf(result.error, input).map((issue) => ({ ...issue, path: flagOf(issue.path) }));
+    throw new InvalidInputError(source, issues);
+  }
+  return result.data;
+}
+
+function parseLabels(texts: readonly string[]): Record<string, string> {
+  const labels = new Map<string, string>();
+  const issues: InputIssue[] = [];
+  for (const text of texts) {
+    const at = text.indexOf("=");
+    const key = text.slice(0, Math.max(at, 0));
+    if (at <= 0) issues.push({ path: "--label", message: "must be KEY=VALUE", value: text });
+    else if (labels.has(key)) issues.push({ path: "--label", message: `${key} given twice`, value: text });
+    else labels.set(key, text.slice(at + 1));
+  }
+  if (issues.length > 0) throw new InvalidInputError("command line", issues);
+  return Object.fromEntries(labels);
+}
+
+const FLAG_OF_FIELD: Record<string, string> = {
+  controllers: "--controller",
+  sockets: "--socket",
+  id: "--id",
+  labels: "--label",
+  stateDir: "--state-dir",
+  drainPeriod: "--drain-period",
+  metricsListen: "--metrics-listen",
+  "tls.ca": "--tls-ca",
+  "tls.cert": "--tls-cert",
+  "tls.key": "--tls-key",
+  insecure: "--insecure",
+  resync: "--resync",
+  "hybrid.configTemplate": "--config-template",
+  "hybrid.configOut": "--config-out",
+  "hybrid.stateFile": "--state-file",
+  "hybrid.masterSocket": "--master-socket",
+  "hybrid.spareSlots": "--spare-slots",
+  "hybrid.vars": "--var",
+};
+
+/** `controllers[1]` -> `--controller`, `hybrid.vars.x` -> `--var`: the flag that was given. */
+function flagOf(path: string): string {
+  for (let field = path; ; ) {
+    const flag = FLAG_OF_FIELD[field];
+    if (flag !== undefined) return flag;
+    const parent = field.replace(/(\.[^.[]*|\[\d+\])$/, "");
+    if (parent === field) return path;
+    field = parent;
+  }
+}

@@ -1,0 +1,164 @@
+import { timingSafeEqual } from "node:crypto";
+import { createServer, type IncomingMessage, type ServerResponse } from "node:http";
+import { promisify } from "node:util";
+import { gzip } from "node:zlib";
+import type { Logger } from "pino";
+import { z } from "zod";
+import { InvalidInputError } from "../../agent/errors.js";
+import { parseJsonWith } from "../../agent/model/validate.js";
+import { isLoopbackHost, listenHttp, type RunningHttpServer } from "../../agent/metrics/http-endpoint.js";
+import { parseListen } from "../config/config-values.js";
+import { STATUS_PAGE_HEADERS } from "./page/status-page.js";
+import { filterStatus, type StatusFilter } from "../status/fleet-status.js";
+import type { FleetStatus } from "../status/status-schema.js";
+
+/*
+ * The controller's HTTP side: the status API, the page, /metrics, and the operator's actions
+ * (freeze, rollout steps). Reading is open on a loopback address; every action needs the token,
+ * and on any other address so does reading: this API can say where every load balancer is.
+ */
+
+export const ROLLOUT_ACTIONS = ["pause", "resume", "abort", "rollback"] as const;
+export type RolloutAction = (typeof ROLLOUT_ACTIONS)[number];
+
+/** An operator action refused for a reason the operator can act on (409 Conflict). */
+export class ActionRefused extends Error {}
+
+export interface ApiHandlers {
+  status(): FleetStatus;
+  /** Resolve once the freeze is stored: the answer promises it survives a restart. */
+  freeze(reason: string): Promise<void>;
+  unfreeze(): Promise<void>;
+  /** Throws ActionRefused when the rollout cannot take the action now. */
+  rollout(action: RolloutAction): void;
+  metrics(): Promise<{ contentType: string; body: string }>;
+  /** Static assets by URL path: the status page. */
+  assets: ReadonlyMap<string, { contentType: string; body: string }>;
+}
+
+export interface ApiServerOptions {
+  listen: string;
+  /** Required of every action; null: actions are refused (no token configured). */
+  token: string | null;
+  handlers: ApiHandlers;
+  logger: Logger;
+}
+
+export type RunningApiServer = RunningHttpServer;
+
+const MAX_BODY_BYTES = 16 * 1024;
+const GZIP_FROM_BYTES = 16 * 1024;
+const JSON_TYPE = "application/json; charset=utf-8";
+const gzipText = promisify(gzip) as (text: string) => Promise<Buffer>;
+const freezeBodySchema = z.strictObject({ reason: z.string().min(1, "must say why").max(512, "must be at most 512 characters") });
+
+class HttpError extends Error {
+  constructor(
+    readonly status: number,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+export async function startApiServer(options: ApiServerOptions): Promise<RunningApiServer> {
+  const { host, port } = parseListen(options.listen);
+  const openReads = isLoopbackHost(host);
+  const server = createServer((request, response) => {
+    handle(request, response, options, openReads).catch((error: unknown) => {
+      const status = error instanceof HttpError ? error.status : error instanceof InvalidInputError ? 400 : error instanceof ActionRefused ? 409 : 500;
+      if (status === 500) options.logger.error({ err: error, url: request.url }, "status API request failed");
+      sendJson(response, status, { error: (error as Error).message });
+    });
+  });
+  const running = await listenHttp(server, host, port);
+  const bound = running.port;
+  options.logger.info({ listen: options.listen, port: bound, actions: options.token === null ? "refused: no token configured" : "need the token" }, "status API listening");
+  return running;
+}
+
+async function handle(request: IncomingMessage, response: ServerResponse, options: ApiServerOptions, openReads: boolean): Promise<void> {
+  const url = new URL(request.url ?? "/", "http://controller");
+  const { handlers } = options;
+  const method = request.method ?? "GET";
+  const asset = handlers.assets.get(url.pathname);
+  const isRead = method === "GET" || method === "HEAD";
+  if (isRead && !openReads) authorize(request, options.token);
+
+  if (isRead && asset !== undefined) return send(response, 200, asset.contentType, asset.body);
+  if (isRead && url.pathname === "/healthz") return send(response, 200, "text/plain; charset=utf-8", "ok\n");
+  if (isRead && url.pathname === "/metrics") {
+    const { contentType, body } = await handlers.metrics();
+    return send(response, 200, contentType, body);
+  }
+  if (isRead && url.pathname === "/api/v1/status") {
+    const body = JSON.stringify(filterStatus(handlers.status(), statusFilter(url)));
+    // 10,000 agents are ~8 MB of JSON, polled every 2 s by each open page: a tenth of that gzipped.
+    if (!/\bgzip\b/.test(request.headers["accept-encoding"] ?? "") || body.length < GZIP_FROM_BYTES) return send(response, 200, JSON_TYPE, body);
+    return send(response, 200, JSON_TYPE, await gzipText(body), { "content-encoding": "gzip", vary: "accept-encoding" });
+  }
+  if (isRead && url.pathname === "/api/v1/rollout") return sendJson(response, 200, { rollout: handlers.status().rollout });
+
+  const action = actionOf(url.pathname);
+  if (action === null) throw new HttpError(404, `no such resource: ${url.pathname}`);
+  if (method !== "POST") throw new HttpError(405, `${url.pathname} takes POST`);
+  authorize(request, options.token);
+  const body = await readBody(request);
+  if (action === "freeze") {
+    const { reason } = parseJsonWith(freezeBodySchema, body === "" ? "{}" : body, "freeze request");
+    await handlers.freeze(reason);
+  } else if (action === "unfreeze") {
+    await handlers.unfreeze();
+  } else {
+    handlers.rollout(action);
+  }
+  options.logger.warn({ action, from: request.socket.remoteAddress }, "operator action");
+  return sendJson(response, 200, { ok: true, frozen: handlers.status().frozen, rollout: handlers.status().rollout });
+}
+
+function actionOf(path: string): "freeze" | "unfreeze" | RolloutAction | null {
+  if (path === "/api/v1/freeze") return "freeze";
+  if (path === "/api/v1/unfreeze") return "unfreeze";
+  const match = /^\/api\/v1\/rollout\/([a-z]+)$/.exec(path);
+  const action = match?.[1];
+  return action !== undefined && (ROLLOUT_ACTIONS as readonly string[]).includes(action) ? (action as RolloutAction) : null;
+}
+
+function statusFilter(url: URL): StatusFilter {
+  const filter: StatusFilter = {};
+  const agent = url.searchParams.get("agent");
+  const backend = url.searchParams.get("backend");
+  if (agent !== null) filter.agent = agent;
+  if (backend !== null) filter.backend = backend;
+  if (url.searchParams.has("problems")) filter.problems = true;
+  return filter;
+}
+
+function authorize(request: IncomingMessage, token: string | null): void {
+  if (token === null) throw new HttpError(403, "refused: the controller has no token configured (http.tokenFile), so it takes no actions over HTTP");
+  const given = /^Bearer (.+)$/.exec(request.headers.authorization ?? "")?.[1];
+  if (given === undefined) throw new HttpError(401, "refused: this needs the controller's token (Authorization: Bearer TOKEN)");
+  const [a, b] = [Buffer.from(given), Buffer.from(token)];
+  if (a.length !== b.length || !timingSafeEqual(a, b)) throw new HttpError(403, "refused: wrong token");
+}
+
+async function readBody(request: IncomingMessage): Promise<string> {
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of request as AsyncIterable<Buffer>) {
+    size += chunk.length;
+    if (size > MAX_BODY_BYTES) throw new HttpError(413, `request body over ${MAX_BODY_BYTES} bytes`);
+    chunks.push(chunk);
+  }
+  return Buffer.concat(chunks).toString("utf8");
+}
+
+function sendJson(response: ServerResponse, status: number, value: unknown): void {
+  send(response, status, JSON_TYPE, JSON.stringify(value));
+}
+
+function send(response: ServerResponse, status: number, contentType: string, body: string | Buffer, headers: Record<string, string> = {}): void {
+  if (response.headersSent) return;
+  response.writeHead(status, { ...STATUS_PAGE_HEADERS, "content-type": contentType, ...headers });
+  response.end(body);
+}

@@ -1,0 +1,86 @@
+import type * as grpc from "@grpc/grpc-js";
+import type { DesiredPush } from "../../proto/messages.js";
+
+/*
+ * A change goes to every agent, and agents with the same labels and the same acked versions
+ * get the same push but for its nonce. Protobuf encoding was the largest part of the
+ * controller's cost per push, so each distinct push is encoded once and the nonce spliced in
+ * per agent. Protobuf allows it: the fields of a message may come in any order, so
+ * `push body without nonce` + `nonce field` is the same DesiredPush as any other encoding.
+ */
+
+/** Field 1, length-delimited: both ControllerMessage.push and DesiredPush.nonce. */
+const FIELD_1_BYTES = 0x0a;
+/** Distinct pushes kept; past this the cache starts over (a fleet has a handful at a time). */
+const MAX_BODIES = 1_024;
+
+export type Serialize = (message: object) => Buffer;
+
+export class PushEncoder {
+  private readonly bodies = new Map<string, Buffer>();
+
+  constructor(private readonly serialize: Serialize) {}
+
+  /** The ControllerMessage `{ push }` as it goes on the wire. */
+  encode(push: DesiredPush): Buffer {
+    const key = pushKey(push);
+    let body = this.bodies.get(key);
+    if (body === undefined) {
+      body = withoutOuterField(this.serialize({ push: { ...push, nonce: "" } }));
+      if (this.bodies.size >= MAX_BODIES) this.bodies.clear();
+      this.bodies.set(key, body);
+    }
+    const nonce = lengthDelimited(Buffer.from(push.nonce, "utf8"));
+    return Buffer.concat([Buffer.from([FIELD_1_BYTES]), varint(body.length + nonce.length), body, nonce]);
+  }
+}
+
+/**
+ * A service definition whose server side writes Buffers as they are (pre-encoded pushes) and
+ * encodes anything else as usual.
+ */
+export function acceptingEncoded(service: grpc.ServiceDefinition): grpc.ServiceDefinition {
+  return Object.fromEntries(
+    Object.entries(service).map(([name, method]) => {
+      const serialize = method.responseSerialize;
+      return [name, { ...method, responseSerialize: (value: unknown) => (Buffer.isBuffer(value) ? value : serialize(value)) }];
+    }),
+  );
+}
+
+// Versions are content digests (the set version covers every backend version, a backend
+// version its servers and options), so these fields name the content exactly.
+function pushKey(push: DesiredPush): string {
+  const backends = push.backends.map((backend) => `${backend.name}@${backend.version}`).join(",");
+  return `${push.version}|${backends}|${push.removedBackends.join(",")}`;
+}
+
+/** The value of the one length-delimited field 1 that `{ push }` encodes to. */
+function withoutOuterField(message: Buffer): Buffer {
+  if (message[0] !== FIELD_1_BYTES) throw new Error("a ControllerMessage push did not encode as field 1");
+  let offset = 1;
+  let length = 0;
+  for (let shift = 0; ; shift += 7) {
+    const byte = message[offset++];
+    if (byte === undefined || shift > 28) throw new Error("a ControllerMessage push encoded with a bad length");
+    length += (byte & 0x7f) * 2 ** shift;
+    if (byte < 0x80) break;
+  }
+  if (offset + length !== message.length) throw new Error("a ControllerMessage push encoded with more than its push field");
+  return message.subarray(offset);
+}
+
+function lengthDelimited(value: Buffer): Buffer {
+  return Buffer.concat([Buffer.from([FIELD_1_BYTES]), varint(value.length), value]);
+}
+
+function varint(value: number): Buffer {
+  const bytes: number[] = [];
+  let rest = value;
+  while (rest >= 0x80) {
+    bytes.push((rest % 0x80) | 0x80);
+    rest = Math.floor(rest / 0x80);
+  }
+  bytes.push(rest);
+  return Buffer.from(bytes);
+}

@@ -1,0 +1,96 @@
+import type { DesiredStore } from "../core/desired-store.js";
+import type { AgentStream } from "../server/agent-stream.js";
+import type { DepartedAgent, FleetServer } from "../server/fleet-server.js";
+import { ChangeLog } from "./change-log.js";
+import { agentStatus, buildFleetStatus, type AgentView } from "./fleet-status.js";
+import type { AgentStatus, FleetStatus, RolloutStatus } from "./status-schema.js";
+
+export interface StatusSources {
+  server: FleetServer;
+  store: DesiredStore;
+  /** The side of the rollout an agent is on, when one runs. */
+  rolloutSide(agentId: string): "baseline" | "target" | null;
+  rollout(): RolloutStatus | null;
+  controller: { version: string; startedAt: number };
+  clock: () => number;
+}
+
+/**
+ * Gathers the views the pure status builder reads, and keeps the log of recent changes from
+ * the server's events.
+ */
+export class StatusService {
+  readonly changes = new ChangeLog();
+
+  constructor(private readonly sources: StatusSources) {
+    sources.server.events.on("disconnected", (agent) => this.changes.departed(agent, sources.clock()));
+  }
+
+  /** A desired-state change of these backends: recorded with the agents it is for. */
+  changed(backends: readonly string[]): void {
+    const states = this.sources.store.all().filter((state) => backends.includes(state.name));
+    const agents = new Map<string, string[]>();
+    for (const stream of this.sources.server.connected()) {
+      if (stream.session === null) continue;
+      agents.set(stream.session.agentId, stream.desired().map((backend) => backend.name));
+    }
+    this.changes.recorded(this.sources.clock(), states.map((state) => ({ backend: state.name, version: state.version })), agents);
+  }
+
+  /** One agent, connected or remembered; undefined when the controller does not know it. */
+  agent(agentId: string): AgentStatus | undefined {
+    const stream = this.sources.server.stream(agentId);
+    if (stream !== undefined) return agentStatus(this.connectedView(stream));
+    const departed = this.sources.server.disconnected().find((entry) => entry.hello.agentId === agentId);
+    return departed === undefined ? undefined : agentStatus(this.departedView(departed));
+  }
+
+  status(): FleetStatus {
+    const { server, store, clock } = this.sources;
+    const views = [...server.connected().map((stream) => this.connectedView(stream)), ...server.disconnected().map((departed) => this.departedView(departed))];
+    return buildFleetStatus({
+      now: clock(),
+      controller: this.sources.controller,
+      agents: views,
+      backends: store.all(),
+      frozen: server.frozen,
+      rollout: this.sources.rollout(),
+      changes: this.changes.list(),
+    });
+  }
+
+  private connectedView(stream: AgentStream): AgentView {
+    const session = stream.session!;
+    const desired = stream.desired();
+    return {
+      agent: session.agentId,
+      labels: session.hello.labels,
+      hafleetVersion: session.hello.hafleetVersion,
+      peer: stream.peer,
+      connectedAt: stream.connectedAt,
+      departed: null,
+      desired,
+      sync: session.sync(desired),
+      applied: session.appliedVersions(),
+      observed: stream.observed,
+      rolloutSide: this.sources.rolloutSide(session.agentId),
+    };
+  }
+
+  private departedView(departed: DepartedAgent): AgentView {
+    const { hello } = departed;
+    return {
+      agent: hello.agentId,
+      labels: hello.labels,
+      hafleetVersion: hello.hafleetVersion,
+      peer: departed.peer,
+      connectedAt: departed.connectedAt,
+      departed: { since: departed.since, reason: departed.reason },
+      desired: this.sources.server.resolve(hello.agentId, hello.labels),
+      sync: null,
+      applied: departed.applied,
+      observed: departed.observed,
+      rolloutSide: this.sources.rolloutSide(hello.agentId),
+    };
+  }
+}
