@@ -2,6 +2,7 @@ import { readFile } from "node:fs/promises";
 import type { Logger } from "pino";
 import type { ControllerConfig } from "./config/controller-config.js";
 import { Debouncer } from "./core/debouncer.js";
+import { loadRanBefore, mappingKey, sameMapping, saveRanBefore, type RanBefore } from "./core/desired-file.js";
 import { DesiredStore, type DesiredBackendState } from "./core/desired-store.js";
 import { ConsulSource } from "./discovery/consul/consul-source.js";
 import type { DiscoveryObserver } from "./discovery/consul/consul-watch.js";
@@ -81,7 +82,15 @@ export async function startController(config: ControllerConfig, logger: Logger, 
   const frozen = config.stateDir === undefined ? null : await loadFreeze(config.stateDir);
   if (frozen !== null) server.freeze(frozen.reason, frozen.since);
   const source = options.source ?? sourceFor(config, logger, metrics);
-  const staged = new Set(config.backends.filter((mapping) => mapping.staged).map((mapping) => mapping.backend as string));
+  const mappings = new Map(config.backends.map((mapping) => [mapping.backend as string, mapping]));
+  const ranBefore = config.stateDir === undefined ? new Map<string, RanBefore>() : await loadRanBefore(config.stateDir, logger);
+  let saving: Promise<void> = Promise.resolve();
+  const rememberDesired = (): void => {
+    const stateDir = config.stateDir;
+    if (stateDir === undefined) return;
+    const entries = store.all().map((state) => ({ mapping: mappings.get(state.name)!, state }));
+    saving = saving.then(() => saveRanBefore(stateDir, entries)).catch((error: unknown) => logger.error({ err: error, stateDir }, "cannot store the desired states: config changes across a restart would not be staged"));
+  };
 
   const rechecks = new Map<string, NodeJS.Timeout>();
   const stops = store.watches().map(({ service, tag }) =>
@@ -103,18 +112,37 @@ export async function startController(config: ControllerConfig, logger: Logger, 
         }
         if (changed.length === 0) return;
         logger.info({ service, backends: changed }, "desired state changed");
-        // The first answer for a backend is not a change to stage: there is nothing to protect yet.
-        const stagedChanges = changed.filter((backend) => staged.has(backend) && before.has(backend));
-        if (stagedChanges.length > 0) {
-          const after = new Map(store.all().map((state) => [state.name as string, state]));
-          rollouts!.staged(stagedChanges.map((backend) => ({ before: before.get(backend), after: after.get(backend)! })), `discovery change of ${service}`);
+        const after = new Map(store.all().map((state) => [state.name as string, state]));
+        const toStage = changed.flatMap((backend) => {
+          const reason = stageReason(backend, before.get(backend), after.get(backend)!);
+          return reason === null ? [] : [{ backend, reason }];
+        });
+        if (toStage.length > 0) {
+          const reason = [...new Set(toStage.map((entry) => entry.reason))].join("; ");
+          rollouts!.staged(toStage.map(({ backend }) => ({ before: before.get(backend) ?? ranBefore.get(backend)!.state, after: after.get(backend)! })), reason);
         }
+        for (const backend of changed) ranBefore.delete(backend);
+        rememberDesired();
         status.changed(changed);
         debouncer.trigger();
       },
       error: (key, error) => logger.warn({ service: key, err: error.message }, "discovery failed; the last good state stands, retrying"),
     }),
   );
+  /**
+   * Why a changed backend goes out in waves, or null for at once. The first answer after a
+   * start is compared with what the fleet ran before it: a changed mapping is the operator's
+   * change; a changed server set, discovery's (staged only where the mapping says so).
+   */
+  function stageReason(backend: string, current: DesiredBackendState | undefined, next: DesiredBackendState): string | null {
+    const mapping = mappings.get(backend)!;
+    if (current !== undefined) return mapping.staged ? `discovery change of ${mapping.service}` : null;
+    const ran = ranBefore.get(backend);
+    if (ran === undefined || ran.state.version === next.version) return null;
+    if (!sameMapping(ran.mapping, mappingKey(mapping))) return config.rollout.stageConfigChanges ? `config change of ${backend}` : null;
+    return mapping.staged ? `discovery change of ${mapping.service}` : null;
+  }
+
   server.events.on("acked", (agent, backend, version, latencyMs) => {
     const sinceChange = status.changes.acked(agent, backend, version, clock());
     metrics.acked(backend, sinceChange === null ? null : sinceChange / 1000, latencyMs / 1000);
@@ -130,6 +158,7 @@ export async function startController(config: ControllerConfig, logger: Logger, 
     stops.forEach((stop) => stop());
     await api?.close();
     await rollouts!.close();
+    await saving;
     await source.close();
     await server.close();
   };

@@ -1,5 +1,6 @@
 import type { DesiredServer } from "../../agent/model/desired-state.js";
 import type { Name } from "../../agent/model/values.js";
+import type { WireBackend } from "../../proto/messages.js";
 import type { BackendMapping } from "../config/controller-config.js";
 import type { DroppedInstance, ServiceSnapshot } from "../discovery/service-snapshot.js";
 import { watchKey } from "../discovery/service-snapshot.js";
@@ -14,6 +15,11 @@ export interface DesiredBackendState {
   /** Why the last discovery answer was not taken (the last good set stands), or null. */
   held: string | null;
   dropped: DroppedInstance[];
+}
+
+/** A backend's desired state as the wire and the state files carry it. */
+export function toWire(state: DesiredBackendState): WireBackend {
+  return { name: state.name, version: state.version, servers: state.servers, allowEmpty: state.allowEmpty };
 }
 
 /**

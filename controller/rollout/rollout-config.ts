@@ -66,6 +66,11 @@ export const rolloutConfigSchema = z.strictObject({
   autoRollback: z.boolean({ error: "must be true or false" }).default(true),
   /** How much an agent's share of serving servers may fall during its wave (0..1). */
   maxServingDrop: z.number({ error: "must be a number" }).min(0, "must be between 0 and 1").max(1, "must be between 0 and 1").default(0.1),
+  /**
+   * A backend whose mapping changed in the config (service, tag, allowEmpty) since the fleet
+   * last ran it goes out in waves too. Needs stateDir (what ran is kept there).
+   */
+  stageConfigChanges: z.boolean({ error: "must be true or false" }).default(true),
 });
 
 export type RolloutConfig = z.output<typeof rolloutConfigSchema>;

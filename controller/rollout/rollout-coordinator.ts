@@ -3,7 +3,7 @@ import type { Logger } from "pino";
 import { z } from "zod";
 import type { Name } from "../../agent/model/values.js";
 import { wireBackendSchema, type WireBackend } from "../../proto/messages.js";
-import type { DesiredBackendState } from "../core/desired-store.js";
+import { toWire, type DesiredBackendState } from "../core/desired-store.js";
 import type { AgentStatus, RolloutStatus } from "../status/status-schema.js";
 import type { RolloutConfig } from "./rollout-config.js";
 import { abort, isFinal, pause, reopen, resume, rollback, rolloutStatus, sideOf, startRollout, stepRollout, type RolloutContext, type RolloutState, type Transition } from "./rollout-state.js";
@@ -53,6 +53,9 @@ export class RolloutCoordinator {
   private baseline = new Map<string, DesiredBackendState>();
   private resolved = new WeakMap<readonly DesiredBackendState[], readonly DesiredBackendState[]>();
   private judgeFrom = 0;
+  /** Staged changes before this wait for agents to reconnect (see holdUntilSettled). */
+  private readonly plannableFrom: number;
+  private held: { changes: Array<{ before: DesiredBackendState | undefined; after: DesiredBackendState }>; reasons: Set<string> } | null = null;
   private wasFrozen = false;
   private readonly timer: NodeJS.Timeout;
   private saving: Promise<void> = Promise.resolve();
@@ -60,6 +63,7 @@ export class RolloutCoordinator {
 
   constructor(private readonly options: CoordinatorOptions) {
     this.clock = options.clock ?? Date.now;
+    this.plannableFrom = this.clock() + options.settleMs;
     this.timer = setInterval(() => this.tick(), options.tickMs ?? 1_000);
   }
 
@@ -77,22 +81,39 @@ export class RolloutCoordinator {
    * other content, so the new content starts over from a canary.
    */
   staged(changes: ReadonlyArray<{ before: DesiredBackendState | undefined; after: DesiredBackendState }>, reason: string): void {
+    if (this.clock() < this.plannableFrom) return this.holdUntilSettled(changes, reason);
     const current = this.state;
     const running = current !== null && current.phase !== "completed";
     const baseline = new Map<string, WireBackend>();
     if (running) for (const backend of current.baseline) baseline.set(backend.name, backend);
-    for (const { before, after } of changes) if (before !== undefined && !baseline.has(after.name)) baseline.set(after.name, wire(before));
+    for (const { before, after } of changes) if (before !== undefined && !baseline.has(after.name)) baseline.set(after.name, toWire(before));
     const names = new Set([...baseline.keys(), ...changes.map((change) => change.after.name)]);
     const agents = this.options.fleet().filter((agent) => agent.backends.some((backend) => names.has(backend)));
-    const target = changes.map((change) => wire(change.after));
+    const target = changes.map((change) => toWire(change.after));
     if (running) this.options.logger.warn({ rollout: current.id, backends: [...names] }, "rollout replaced by a newer change of its backends");
     const id = `r-${this.clock().toString(36)}-${randomBytes(3).toString("hex")}`;
     this.set(startRollout({ id, reason, backends: [...names].sort(), agents, baseline: [...baseline.values()], target }, this.context()), "started");
   }
 
+  /**
+   * Just after a start, agents have not reconnected: waves planned now would hold none of them
+   * and the change would reach everyone at once. Until then every agent keeps what it ran.
+   */
+  private holdUntilSettled(changes: ReadonlyArray<{ before: DesiredBackendState | undefined; after: DesiredBackendState }>, reason: string): void {
+    const held = this.held ?? { changes: [], reasons: new Set<string>() };
+    const names = new Set(changes.map((change) => change.after.name as string));
+    held.changes = [...held.changes.filter((change) => !names.has(change.after.name)), ...changes];
+    held.reasons.add(reason);
+    this.held = held;
+    this.baseline = new Map(held.changes.flatMap((change) => (change.before === undefined ? [] : [[change.before.name as string, change.before] as const])));
+    this.resolved = new WeakMap();
+    this.options.logger.info({ backends: [...names], reason }, "staged change held until agents have reconnected, then rolled out");
+    this.options.changed();
+  }
+
   /** The agent's desired backends, the rollout's backends taken from its side. */
   resolve(agentId: string, live: readonly DesiredBackendState[]): readonly DesiredBackendState[] {
-    if (this.state === null || this.baseline.size === 0 || sideOf(this.state, agentId) === "target") return live;
+    if (this.baseline.size === 0 || this.side(agentId) !== "baseline") return live;
     let resolved = this.resolved.get(live);
     if (resolved === undefined) {
       resolved = live.map((backend) => this.baseline.get(backend.name) ?? backend);
@@ -102,6 +123,7 @@ export class RolloutCoordinator {
   }
 
   side(agentId: string): "baseline" | "target" | null {
+    if (this.held !== null) return "baseline";
     return this.state === null ? null : sideOf(this.state, agentId);
   }
 
@@ -131,6 +153,11 @@ export class RolloutCoordinator {
   }
 
   private tick(): void {
+    const held = this.held;
+    if (held !== null && this.clock() >= this.plannableFrom) {
+      this.held = null;
+      this.staged(held.changes, [...held.reasons].join("; "));
+    }
     const state = this.state;
     const frozen = this.options.frozen();
     // A freeze holds every wave where it is; after it, the wave is judged afresh, as after a restart.
@@ -189,9 +216,6 @@ export class RolloutCoordinator {
   }
 }
 
-function wire(state: DesiredBackendState): WireBackend {
-  return { name: state.name, version: state.version, servers: state.servers, allowEmpty: state.allowEmpty };
-}
 
 function stateOf(backend: WireBackend): DesiredBackendState {
   return { name: backend.name as Name, version: backend.version, servers: backend.servers, allowEmpty: backend.allowEmpty, held: null, dropped: [] };

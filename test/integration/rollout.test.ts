@@ -45,14 +45,14 @@ async function setCatalog(servers: Array<{ address: string; port: number }>): Pr
 let grpcPort = 0;
 
 /** On the same port each time: a restarted controller is found by the agents where they left it. */
-async function startFleetController(rollout: Record<string, unknown>): Promise<RunningController> {
+async function startFleetController(rollout: Record<string, unknown>, mapping: Record<string, unknown> = { staged: true }): Promise<RunningController> {
   grpcPort ||= await freePort();
   const config = controllerConfigSchema.parse({
     listen: `127.0.0.1:${grpcPort}`,
     http: { listen: "127.0.0.1:0", tokenFile: join(dir, "token") },
     stateDir: join(dir, "controller"),
     discovery: { file: catalog },
-    backends: [{ backend: "be_app", service: "web", staged: true }],
+    backends: [{ backend: "be_app", service: "web", ...mapping }],
     debounce: { quietMs: 20, maxMs: 200 },
     agents: { heartbeatMs: 200, deadAfterMs: 1_000 },
     rollout,
@@ -175,5 +175,43 @@ describe("staged rollouts", () => {
     const firstAck = acks.find((entry) => entry.endsWith(`@${target}`));
     expect(firstAck === undefined || firstAck.startsWith("canary-1@")).toBe(true);
     expect((await act("resume")).status).toBe(409);
+  });
+
+  it("stages an operator's change of a mapping across a restart (a SIGHUP re-read is one), canary first", async () => {
+    await setup();
+    const rolloutConfig = { canary: { count: 1 }, canarySelector: { role: "canary" }, waves: [1], bakeMs: 300, waveTimeoutMs: 10_000, autoRollback: true };
+    await startFleetController(rolloutConfig, {});
+    await agent("canary-1", new SimulatedApplier(["be_app"]), { role: "canary" });
+    await agent("edge-1", new SimulatedApplier(["be_app"]), { role: "edge" });
+    await allInSync();
+    const before = (await status()).backends[0]!.version;
+    expect((await status()).rollout).toBeNull();
+
+    // The operator allows the backend to be emptied: a new version of it, from the config alone.
+    await controller!.close();
+    controller = await startFleetController(rolloutConfig, { allowEmpty: true });
+    const rollout = await rolloutIn(["applying", "baking"]);
+    expect(rollout).toMatchObject({ reason: "config change of be_app", backends: ["be_app"], wave: 0 });
+    const edge = (await status()).agents.find((entry) => entry.agent === "edge-1")!;
+    expect(edge).toMatchObject({ rolloutSide: "baseline" });
+    expect(edge.backends[0]!.desiredVersion).toBe(before);
+    await rolloutIn(["completed"]);
+    await allInSync();
+    const after = (await status()).agents.map((entry) => entry.backends[0]!.appliedVersion);
+    expect(after[0]).not.toBe(before);
+    expect(new Set(after).size).toBe(1);
+  });
+
+  it("sends a mapping change at once when the config does not stage it", async () => {
+    await setup();
+    const rolloutConfig = { stageConfigChanges: false };
+    await startFleetController(rolloutConfig, {});
+    await agent("edge-1", new SimulatedApplier(["be_app"]), { role: "edge" });
+    await allInSync();
+    await controller!.close();
+    controller = await startFleetController(rolloutConfig, { allowEmpty: true });
+    await until(async () => (await status()).backends[0]?.version, "discovery read");
+    await allInSync();
+    expect((await status()).rollout).toBeNull();
   });
 });

@@ -40,7 +40,7 @@ const DEFAULTS = {
   debounce: { quietMs: 100, maxMs: 1000 },
   agents: { heartbeatMs: 5000, deadAfterMs: 15000, forgetAfterMs: 86_400_000 },
   http: { listen: "127.0.0.1:7901" },
-  rollout: { canary: { count: 1 }, waves: [0.1, 0.25, 0.5, 1], bakeMs: 30_000, waveTimeoutMs: 120_000, autoRollback: true, maxServingDrop: 0.1 },
+  rollout: { canary: { count: 1 }, waves: [0.1, 0.25, 0.5, 1], bakeMs: 30_000, waveTimeoutMs: 120_000, autoRollback: true, maxServingDrop: 0.1, stageConfigChanges: true },
 };
 
 const FULL_YAML = `# the whole configuration, every field given

@@ -10,7 +10,7 @@ function parse(input: unknown): unknown {
   return parseWith(rolloutConfigSchema, input, SOURCE);
 }
 
-const DEFAULTS = { canary: { count: 1 }, waves: [0.1, 0.25, 0.5, 1], bakeMs: 30_000, waveTimeoutMs: 120_000, autoRollback: true, maxServingDrop: 0.1 };
+const DEFAULTS = { canary: { count: 1 }, waves: [0.1, 0.25, 0.5, 1], bakeMs: 30_000, waveTimeoutMs: 120_000, autoRollback: true, maxServingDrop: 0.1, stageConfigChanges: true };
 const SHARE = "must be more than 0 and at most 1";
 const LABEL = "must be 1 to 63 letters, digits, '.', '_' or '-'";
 
