@@ -45,7 +45,42 @@ export function parseConfigText<S extends z.ZodType>(schema: S, text: string, fo
   return result.data;
 }
 
+/** Deeper than any real config; yaml's parser recurses per level and a few thousand overflow the stack. */
+const MAX_NESTING = 64;
+
+/**
+ * An upper bound of the nesting: open flow brackets outside quotes, plus the block indicators
+ * (`- `, `? `) and indentation that start a line. Measured before parsing, without recursion:
+ * `"- ".repeat(1000)` or `"[".repeat(1000)` would otherwise overflow the stack, and a second
+ * such parse in the same process has crashed V8 itself.
+ */
+export function nestingDepth(text: string): number {
+  let flow = 0;
+  let deepest = 0;
+  let quote: string | null = null;
+  for (const line of text.split("\n")) {
+    const prefix = /^[ \t?-]*/.exec(line)![0];
+    const block = (prefix.match(/[?-]/g) ?? []).length + Math.floor(prefix.replace(/[?-]/g, "").length / 2);
+    for (const char of line) {
+      if (quote !== null) {
+        if (char === quote) quote = null;
+      } else if (char === '"' || char === "'") quote = char;
+      else if (char === "[" || char === "{") deepest = Math.max(deepest, ++flow + block);
+      else if (char === "]" || char === "}") flow = Math.max(0, flow - 1);
+      else if (char === "#") break;
+    }
+    deepest = Math.max(deepest, block + flow);
+  }
+  return deepest;
+}
+
+function refuseDeepNesting(text: string, source: string): void {
+  const depth = nestingDepth(text);
+  if (depth > MAX_NESTING) throw new InvalidInputError(source, [{ path: "", message: `nested ${depth} levels deep, more than the ${MAX_NESTING} any config needs` }]);
+}
+
 function parseYamlDocument(text: string, source: string, lines: LineCounter): Document {
+  refuseDeepNesting(text, source);
   // One document only: a second `---` would otherwise be silently ignored config.
   const document = parseDocument(text, { lineCounter: lines, prettyErrors: false, uniqueKeys: true });
   if (document.errors.length > 0) {
@@ -63,6 +98,7 @@ function parseYamlDocument(text: string, source: string, lines: LineCounter): Do
  * keys, which JSON.parse would silently resolve to the last one.
  */
 function parseJsonDocument(text: string, source: string, lines: LineCounter): Document {
+  refuseDeepNesting(text, source);
   const document = parseDocument(text, { lineCounter: lines, prettyErrors: false, uniqueKeys: true, schema: "json" });
   try {
     JSON.parse(text);
@@ -109,10 +145,18 @@ function locatedIssues(error: z.ZodError, input: unknown, document: Document, li
   return located.sort((a, b) => a.offset - b.offset).map((entry) => entry.issue);
 }
 
-/** A token is never echoed into an error message, which ends up in logs. */
+/**
+ * A token is never echoed into an error message, which ends up in logs: neither as the value
+ * of a `token` field, nor inside an object value that holds one (an issue about a whole block).
+ */
 function withoutSecret(issue: InputIssue): InputIssue {
-  if (!issue.path.endsWith("token") || issue.value === undefined) return issue;
+  if (issue.value === undefined || (!issue.path.endsWith("token") && !holdsToken(issue.value))) return issue;
   return { path: issue.path, message: issue.message };
+}
+
+function holdsToken(value: unknown): boolean {
+  if (typeof value !== "object" || value === null) return false;
+  return Object.entries(value).some(([key, inner]) => /token/i.test(key) || holdsToken(inner));
 }
 
 /**

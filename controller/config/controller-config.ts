@@ -126,6 +126,10 @@ const agentsSchema = z
     deadAfterMs: durationSchema.default(15000),
     /** A disconnected agent stays in the status (as disconnected) this long. */
     forgetAfterMs: durationSchema.default(86_400_000),
+    /** Connected agents at most: one more is refused (RESOURCE_EXHAUSTED) and goes to another replica. */
+    max: z.number({ error: "must be a number" }).int("must be a whole number").min(1, "must be at least 1").default(20_000),
+    /** Each agent's connection is closed after this long (+-10%), so agents rebalance across replicas. */
+    maxConnectionAgeMs: durationSchema.default(1_800_000),
   })
   .superRefine((agents, ctx) => {
     if (isDuration(agents.heartbeatMs) && isDuration(agents.deadAfterMs) && agents.deadAfterMs <= agents.heartbeatMs) {

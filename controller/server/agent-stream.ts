@@ -19,7 +19,8 @@ export interface StreamHost {
   holding(): boolean;
   /** The push as wire bytes (see push-encoding.ts). */
   encodePush(push: DesiredPush): Buffer;
-  attach(stream: AgentStream): void;
+  /** Registers the stream; a refusal (the controller is at its limit of agents) says why. */
+  attach(stream: AgentStream): string | null;
   detach(stream: AgentStream, reason: string): void;
   events: {
     acked(agent: string, backend: string, version: string, latencyMs: number): void;
@@ -110,7 +111,11 @@ export class AgentStream {
       this.session = new AgentSession(message.hello, this.streamId);
       this.log = this.log.child({ agent: message.hello.agentId });
       this.log.info({ labels: message.hello.labels, applied: message.hello.appliedVersions, hafleetVersion: message.hello.hafleetVersion }, "agent connected");
-      this.host.attach(this);
+      const refused = this.host.attach(this);
+      if (refused !== null) {
+        this.log.warn({ agent: message.hello.agentId, reason: refused }, "agent refused");
+        return this.end(grpc.status.RESOURCE_EXHAUSTED, refused);
+      }
       this.pushIfIdle();
       return;
     }

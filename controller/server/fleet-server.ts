@@ -17,6 +17,10 @@ export interface FleetServerOptions {
   forgetAfterMs: number;
   logger: Logger;
   clock?: () => number;
+  /** Connected agents at most; more are refused with RESOURCE_EXHAUSTED. */
+  maxAgents: number;
+  /** Connections are closed after this long (with jitter), so agents spread over replicas. */
+  maxConnectionAgeMs: number;
   /** Whether the desired state is complete enough to push (default: always). */
   ready?: () => boolean;
   /**
@@ -26,6 +30,9 @@ export interface FleetServerOptions {
    */
   transport?: Transport;
 }
+
+/** How long an aged connection's stream may go on once it is told to go (GOAWAY). */
+const MAX_CONNECTION_AGE_GRACE_MS = 30_000;
 
 export interface FleetEvents {
   acked: [agent: string, backend: string, version: string, latencyMs: number];
@@ -77,6 +84,10 @@ export class FleetServer {
       "grpc.keepalive_timeout_ms": 5_000,
       "grpc.keepalive_permit_without_calls": 1,
       "grpc.http2.min_ping_interval_without_data_ms": 5_000,
+      // Streams live for ever otherwise: an aged connection is closed (grpc-js adds +-10%
+      // jitter), its agent reconnects, to any replica, and is sent nothing it runs already.
+      "grpc.max_connection_age_ms": options.maxConnectionAgeMs,
+      "grpc.max_connection_age_grace_ms": MAX_CONNECTION_AGE_GRACE_MS,
     });
     this.clock = options.clock ?? Date.now;
     this.transport = options.transport ?? { kind: "plaintext", warning: null };
@@ -189,13 +200,18 @@ export class FleetServer {
     });
   }
 
-  private attach(stream: AgentStream): void {
+  private attach(stream: AgentStream): string | null {
     const agent = stream.session!.agentId;
+    const replaced = this.streams.get(agent);
+    if (replaced === undefined && this.streams.size >= this.options.maxAgents) {
+      return `the controller is at its limit of ${this.options.maxAgents} agents (agents.max): try another controller`;
+    }
     // One stream per agent id: the newest wins (the older is most likely a dead connection).
-    this.streams.get(agent)?.end(grpc.status.ALREADY_EXISTS, "replaced by a newer stream of the same agent");
+    replaced?.end(grpc.status.ALREADY_EXISTS, "replaced by a newer stream of the same agent");
     this.streams.set(agent, stream);
     this.departed.delete(agent);
     this.events.emit("connected", agent);
+    return null;
   }
 
   private detach(stream: AgentStream, reason: string): void {

@@ -21,10 +21,10 @@ function servers(...ports: number[]) {
   return parseDesiredState({ backends: [{ name: "b", servers: ports.map((port) => ({ address: "10.0.0.1", port })) }] }, "t").backends[0]!.servers;
 }
 
-async function start(options: { heartbeatMs?: number; deadAfterMs?: number } = {}) {
+async function start(options: { heartbeatMs?: number; deadAfterMs?: number; maxAgents?: number } = {}) {
   const store = new DesiredStore([{ backend: nameSchema.parse("be_app"), service: "app", allowEmpty: false, staged: false }], 0.5);
   store.apply({ key: "app", servers: servers(80, 81), dropped: [] });
-  server = new FleetServer((_agent, labels) => store.backendsFor(labels), { heartbeatMs: options.heartbeatMs ?? 1_000, deadAfterMs: options.deadAfterMs ?? 5_000, forgetAfterMs: 60_000, logger: silentLogger });
+  server = new FleetServer((_agent, labels) => store.backendsFor(labels), { heartbeatMs: options.heartbeatMs ?? 1_000, deadAfterMs: options.deadAfterMs ?? 5_000, forgetAfterMs: 60_000, maxAgents: options.maxAgents ?? 100, maxConnectionAgeMs: 600_000, logger: silentLogger });
   const port = await server.listen("127.0.0.1:0");
   return { store, port };
 }
@@ -122,6 +122,21 @@ describe("the controller's gRPC stream", () => {
     const status = await agent.ended();
     expect(status.code).toBe(grpc.status.INVALID_ARGUMENT);
     expect(status.details).toContain("hello.agentId");
+  });
+
+  it("refuses an agent past agents.max with RESOURCE_EXHAUSTED, and takes a known one back", async () => {
+    const { port } = await start({ maxAgents: 1 });
+    const first = connect(port);
+    first.call.write(hello());
+    await first.next("push");
+    const second = connect(port);
+    second.call.write({ hello: { ...hello().hello, agentId: "agent-2" } });
+    const refused = await second.ended();
+    expect(refused.code).toBe(grpc.status.RESOURCE_EXHAUSTED);
+    expect(refused.details).toContain("limit of 1 agents (agents.max)");
+    const again = connect(port);
+    again.call.write(hello());
+    expect((await again.next("push")).body).toBe("push");
   });
 
   it("ends a stream whose first message is not a hello", async () => {

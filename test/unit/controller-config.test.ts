@@ -38,7 +38,7 @@ const DEFAULTS = {
   listen: "127.0.0.1:7900",
   guards: { maxDropShare: 0.5, recheckMs: 5000 },
   debounce: { quietMs: 100, maxMs: 1000 },
-  agents: { heartbeatMs: 5000, deadAfterMs: 15000, forgetAfterMs: 86_400_000 },
+  agents: { heartbeatMs: 5000, deadAfterMs: 15000, forgetAfterMs: 86_400_000, max: 20_000, maxConnectionAgeMs: 1_800_000 },
   http: { listen: "127.0.0.1:7901" },
   rollout: { canary: { count: 1 }, waves: [0.1, 0.25, 0.5, 1], bakeMs: 30_000, waveTimeoutMs: 120_000, autoRollback: true, maxServingDrop: 0.1, stageConfigChanges: true },
 };
@@ -92,7 +92,7 @@ const FULL_EXPECTED: ControllerConfig = controllerConfigSchema.parse({
   ],
   guards: { maxDropShare: 0.25 },
   debounce: { quietMs: 250, maxMs: 2000 },
-  agents: { heartbeatMs: 1000, deadAfterMs: 60000, forgetAfterMs: 3_600_000 },
+  agents: { heartbeatMs: 1000, deadAfterMs: 60000, forgetAfterMs: 3_600_000, max: 20_000, maxConnectionAgeMs: 1_800_000 },
   http: { listen: "0.0.0.0:7911", tokenFile: "/etc/hafleet/token" },
   stateDir: "/var/lib/hafleet-controller",
 });
@@ -115,7 +115,7 @@ describe("controller config: valid files", () => {
     expect(yaml(FULL_YAML)).toEqual(FULL_EXPECTED);
     // Spelled out once, so the test does not only compare the schema with itself.
     expect(FULL_EXPECTED.debounce).toEqual({ quietMs: 250, maxMs: 2000 });
-    expect(FULL_EXPECTED.agents).toEqual({ heartbeatMs: 1000, deadAfterMs: 60000, forgetAfterMs: 3_600_000 });
+    expect(FULL_EXPECTED.agents).toEqual({ heartbeatMs: 1000, deadAfterMs: 60000, forgetAfterMs: 3_600_000, max: 20_000, maxConnectionAgeMs: 1_800_000 });
   });
 
   it("reads the same configuration from JSON", () => {
