@@ -113,7 +113,8 @@ async function handle(request: IncomingMessage, response: ServerResponse, option
     handlers.rollout(action);
   }
   options.logger.warn({ action, from: request.socket.remoteAddress }, "operator action");
-  return sendJson(response, 200, { ok: true, frozen: handlers.status().frozen, rollout: handlers.status().rollout });
+  const after = handlers.status();
+  return sendJson(response, 200, { ok: true, frozen: after.frozen, rollout: after.rollout });
 }
 
 function actionOf(path: string): "freeze" | "unfreeze" | RolloutAction | null {

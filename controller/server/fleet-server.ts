@@ -159,6 +159,12 @@ export class FleetServer {
     return [...this.streams.values()];
   }
 
+  /** One agent whose stream ended within forgetAfterMs and that is not back since, if it is one. */
+  departedAgent(agentId: string): DepartedAgent | undefined {
+    const departed = this.departed.get(agentId);
+    return departed !== undefined && departed.since >= this.clock() - this.options.forgetAfterMs ? departed : undefined;
+  }
+
   /** Agents whose stream ended within forgetAfterMs, and not back since. */
   disconnected(): DepartedAgent[] {
     const cutoff = this.clock() - this.options.forgetAfterMs;

@@ -41,7 +41,8 @@ export class StatusService {
   agent(agentId: string): AgentStatus | undefined {
     const stream = this.sources.server.stream(agentId);
     if (stream !== undefined) return agentStatus(this.connectedView(stream));
-    const departed = this.sources.server.disconnected().find((entry) => entry.hello.agentId === agentId);
+    // Not disconnected(): the rollout asks this of every agent of a wave each second.
+    const departed = this.sources.server.departedAgent(agentId);
     return departed === undefined ? undefined : agentStatus(this.departedView(departed));
   }
 
