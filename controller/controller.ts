@@ -45,7 +45,7 @@ export interface ControllerOptions {
  */
 export async function startController(config: ControllerConfig, logger: Logger, options: ControllerOptions = {}): Promise<RunningController> {
   const clock = options.clock ?? Date.now;
-  const store = new DesiredStore(config.backends, config.guards.maxDropShare);
+  const store = new DesiredStore(config.backends, { maxDropShare: config.guards.maxDropShare, maxServers: config.limits.serversPerBackend });
   let rollouts: RolloutCoordinator | undefined;
   const server = new FleetServer((agent, labels) => rollouts!.resolve(agent, store.backendsFor(labels)), {
     heartbeatMs: config.agents.heartbeatMs,
@@ -53,6 +53,7 @@ export async function startController(config: ControllerConfig, logger: Logger, 
     forgetAfterMs: config.agents.forgetAfterMs,
     maxAgents: config.agents.max,
     maxConnectionAgeMs: config.agents.maxConnectionAgeMs,
+    limits: config.limits,
     transport: transportFor(config),
     ready: () => store.ready(),
     logger,

@@ -16,6 +16,8 @@ export const LIMITS = {
   backends: 10_000,
   serversPerBackend: 10_000,
   text: 4_096,
+  /** A gRPC message either way: what an agent accepts, and the most a controller may be set to. */
+  messageBytes: 64 * 1024 * 1024,
 } as const;
 
 const shortText = z.string().max(256);

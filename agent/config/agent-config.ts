@@ -89,7 +89,7 @@ export const agentConfigSchema = z
     metricsListen: z.string().refine((text) => isLoopbackListen(text), "must be a loopback HOST:PORT (127.0.0.1:7902): the agent's local endpoints are not for the network").optional(),
     /** mTLS to the controller: the fleet CA, this agent's certificate (its id in the SAN) and key. */
     tls: tlsFilesSchema.optional(),
-    /** Plaintext to a controller off loopback, said in as many words (else a warning at start). */
+    /** Plaintext to a controller off loopback, said in as many words (then a warning at start). */
     insecure: z.boolean().optional(),
     /** Absent: HAFLEET_LOG_LEVEL, else info. */
     logLevel: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).optional(),
@@ -98,7 +98,25 @@ export const agentConfigSchema = z
     if (config.hybrid !== undefined && Array.isArray(config.sockets) && config.sockets.length > 1) {
       ctx.addIssue({ code: "custom", path: ["sockets"], message: "hybrid mode manages one HAProxy (one config file): list one socket", input: config.sockets });
     }
-  });
+  })
+  .superRefine(
+    (config, ctx) => {
+      if (config.tls !== undefined && config.insecure === true) {
+        ctx.addIssue({ code: "custom", path: ["insecure"], message: "contradicts the tls block: remove one of them", input: true });
+      }
+      const remote = config.tls === undefined && config.insecure !== true ? remoteController(config.controllers) : undefined;
+      if (remote !== undefined) {
+        ctx.addIssue({
+          code: "custom",
+          path: ["controllers", config.controllers.indexOf(remote)],
+          message: "needs tls (ca, cert, key) or insecure: true, since it is not a loopback address: anyone in the path could push any desired state",
+          input: remote,
+        });
+      }
+    },
+    // Only once every field passed: the rule reads controllers, tls and insecure as valid values.
+    { when: (payload) => payload.issues.length === 0 },
+  );
 
 export type AgentConfig = z.output<typeof agentConfigSchema>;
 /** The configuration as written, before defaults and duration parsing. */
@@ -106,14 +124,17 @@ export type AgentConfigInput = z.input<typeof agentConfigSchema>;
 export type HybridConfig = NonNullable<AgentConfig["hybrid"]>;
 
 /**
- * Why this agent talks plaintext to a controller that is not on loopback, or null: whoever is
- * in the path could then push any desired state. Warned about at start unless `insecure` says
- * the operator meant it.
+ * The warning an agent logs at start when `insecure` lets it talk plaintext to a controller off
+ * loopback (the schema refuses that otherwise), or null.
  */
 export function plaintextWarning(config: Pick<AgentConfig, "controllers" | "tls" | "insecure">): string | null {
-  if (config.tls !== undefined || config.insecure === true) return null;
-  const remote = config.controllers.find((address) => !isLoopbackHost(controllerHost(address)));
-  return remote === undefined ? null : `plaintext to the controller ${remote}: anyone in the path could push any desired state (give tls, or insecure: true to say it is meant)`;
+  if (config.tls !== undefined || config.insecure !== true) return null;
+  const remote = remoteController(config.controllers);
+  return remote === undefined ? null : `insecure: plaintext to the controller ${remote}: anyone in the path could push any desired state`;
+}
+
+function remoteController(controllers: readonly string[]): string | undefined {
+  return controllers.find((address) => !isLoopbackHost(controllerHost(address)));
 }
 
 /** The host of HOST:PORT or [IPv6]:PORT. */

@@ -6,6 +6,7 @@ import { loadFleetService } from "../../proto/fleet-protocol.js";
 import { heartbeatDue } from "../../proto/heartbeat.js";
 import {
   controllerMessageSchema,
+  LIMITS,
   parseMessage,
   versionSchema,
   type AgentMessage,
@@ -160,7 +161,7 @@ export const CHANNEL_OPTIONS: grpc.ChannelOptions = {
   "grpc.keepalive_permit_without_calls": 1,
   "grpc.use_local_subchannel_pool": 1,
   // Pushes carry whole server lists; gRPC's 4 MB default is a few thousand servers.
-  "grpc.max_receive_message_length": 64 * 1024 * 1024,
+  "grpc.max_receive_message_length": LIMITS.messageBytes,
 };
 
 export interface LinkSession {

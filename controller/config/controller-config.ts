@@ -1,5 +1,6 @@
 import { z } from "zod";
 import { nameSchema } from "../../agent/model/values.js";
+import { LIMITS } from "../../proto/messages.js";
 import { tlsFilesSchema } from "../../agent/tls/tls-files.js";
 import { rolloutConfigSchema } from "../rollout/rollout-config.js";
 import { transportProblem } from "../tls/transport-policy.js";
@@ -142,6 +143,22 @@ const agentsSchema = z
     }
   });
 
+function wholeNumber(min: number, max: number) {
+  return z.number({ error: "must be a number" }).int("must be a whole number").min(min, `must be at least ${min}`).max(max, `must be at most ${max}`);
+}
+
+/** Each bound names its setting when hit, so an operator knows which one to raise. */
+const limitsSchema = z.strictObject({
+  /** The largest message an agent may send (its observed report grows with its backends). */
+  maxMessageBytes: wholeNumber(65_536, LIMITS.messageBytes).default(16 * 1024 * 1024),
+  /** An agent whose labels select more backends is refused when it connects. */
+  backendsPerAgent: wholeNumber(1, LIMITS.backends).default(1_000),
+  /** A discovery answer with more servers is held: the last good set stands. */
+  serversPerBackend: wholeNumber(1, LIMITS.serversPerBackend).default(5_000),
+  /** Pushes to one agent per second, after a burst of as many; later changes merge into the next. */
+  pushesPerSecond: z.number({ error: "must be a number" }).positive("must be above 0").max(1_000, "must be at most 1000").default(10),
+});
+
 export const DEFAULT_HTTP_LISTEN = "127.0.0.1:7901";
 
 const httpSchema = z.strictObject({
@@ -166,6 +183,7 @@ const controllerFieldsSchema = z.strictObject({
   guards: guardsSchema.prefault({}),
   debounce: debounceSchema.prefault({}),
   agents: agentsSchema.prefault({}),
+  limits: limitsSchema.prefault({}),
   rollout: rolloutConfigSchema.prefault({}),
 });
 

@@ -26,7 +26,7 @@ export function toWire(state: DesiredBackendState): WireBackend {
  * The desired server set of every mapped backend, from discovery snapshots, guarded. Knows
  * nothing of agents' connections or gRPC: the server asks it which backends an agent gets.
  * A backend is published only once discovery has answered for it: before that, agents are
- * sent nothing for it rather than an empty set.
+ * sent nothing for it rather than an empty set. Nor is one whose every answer was held.
  */
 export class DesiredStore {
   private readonly backends = new Map<Name, DesiredBackendState>();
@@ -36,10 +36,12 @@ export class DesiredStore {
    * agent, and agents with the same labels share one array (and so one set version).
    */
   private readonly forLabels = new Map<string, DesiredBackendState[]>();
+  /** Backends discovery has answered for, held or not. */
+  private readonly answered = new Set<string>();
 
   constructor(
     private readonly mappings: readonly BackendMapping[],
-    private readonly maxDropShare: number,
+    private readonly guard: { maxDropShare: number; maxServers: number },
   ) {
     for (const mapping of mappings) {
       const key = watchKey(mapping.service, mapping.tag ?? null);
@@ -60,9 +62,10 @@ export class DesiredStore {
     for (const mapping of this.byKey.get(snapshot.key) ?? []) {
       const allowEmpty = mapping.allowEmpty ?? false;
       const current = this.backends.get(mapping.backend);
-      const verdict = guardStep(current?.servers, snapshot.servers, { maxDropShare: this.maxDropShare, allowEmpty });
+      this.answered.add(mapping.backend);
+      const verdict = guardStep(current?.servers, snapshot.servers, { ...this.guard, allowEmpty });
       if (!verdict.accept) {
-        this.backends.set(mapping.backend, { ...current!, held: verdict.reason, dropped: snapshot.dropped });
+        if (current !== undefined) this.backends.set(mapping.backend, { ...current, held: verdict.reason, dropped: snapshot.dropped });
         held.push({ backend: mapping.backend, reason: verdict.reason });
         continue;
       }
@@ -90,7 +93,7 @@ export class DesiredStore {
 
   /** Discovery has answered for every mapped backend: what an agent lacks is known. */
   ready(): boolean {
-    return this.mappings.every((mapping) => this.backends.has(mapping.backend));
+    return this.mappings.every((mapping) => this.answered.has(mapping.backend));
   }
 
   all(): DesiredBackendState[] {

@@ -4,6 +4,8 @@ export interface GuardOptions {
   /** A step losing more than this share of the last good set is held (0..1). */
   maxDropShare: number;
   allowEmpty: boolean;
+  /** limits.serversPerBackend: a bigger answer is held, whatever the backend ran before. */
+  maxServers: number;
 }
 
 export type GuardVerdict = { accept: true } | { accept: false; reason: string };
@@ -14,6 +16,7 @@ export type GuardVerdict = { accept: true } | { accept: false; reason: string };
  * held until discovery answers something plausible again or the operator allows it.
  */
 export function guardStep(lastGood: readonly DesiredServer[] | undefined, next: readonly DesiredServer[], options: GuardOptions): GuardVerdict {
+  if (next.length > options.maxServers) return { accept: false, reason: `has ${next.length} servers, over the limit of ${options.maxServers} (limits.serversPerBackend)` };
   if (lastGood === undefined || lastGood.length === 0 || options.allowEmpty) return { accept: true };
   if (next.length === 0) return { accept: false, reason: `would drop all ${lastGood.length} servers` };
   const lost = lastGood.length - next.length;

@@ -43,19 +43,37 @@ export interface CoordinatorOptions {
   changed(): void;
   /** How long after a restart agents get to reconnect before a wave is judged. */
   settleMs: number;
+  /**
+   * With several replicas, the one that leads rollouts (see controller/leadership). A follower
+   * starts, judges and moves nothing: it serves the rollout the leader published (follow()),
+   * and keeps staged changes the leader has not published yet at what agents ran. Absent: this
+   * replica always leads.
+   */
+  leadership?: { leading(): boolean; leader(): string | null };
   tickMs?: number;
   logger: Logger;
   clock?: () => number;
 }
 
+type StagedChange = { before: DesiredBackendState | undefined; after: DesiredBackendState };
+
 export class RolloutCoordinator {
   private state: Rollout | null = null;
+  /** What agents on the baseline side run of the rollout's backends, and of every held one. */
   private baseline = new Map<string, DesiredBackendState>();
-  private resolved = new WeakMap<readonly DesiredBackendState[], readonly DesiredBackendState[]>();
+  private stateBaseline = new Map<string, DesiredBackendState>();
+  /** What every agent runs of a held backend, whatever its side. */
+  private pinned = new Map<string, DesiredBackendState>();
+  private resolved = { baseline: new WeakMap<readonly DesiredBackendState[], readonly DesiredBackendState[]>(), target: new WeakMap<readonly DesiredBackendState[], readonly DesiredBackendState[]>() };
   private judgeFrom = 0;
-  /** Staged changes before this wait for agents to reconnect (see holdUntilSettled). */
+  /** Staged changes before this wait for agents to reconnect (see hold). */
   private readonly plannableFrom: number;
-  private held: { changes: Array<{ before: DesiredBackendState | undefined; after: DesiredBackendState }>; reasons: Set<string> } | null = null;
+  /**
+   * Staged changes not rolled out yet, by backend: just after a start (until plannableFrom),
+   * or on a follower until the leader publishes a rollout of them. `before` is what agents
+   * ran before the first of them.
+   */
+  private held = new Map<string, StagedChange & { reason: string }>();
   private wasFrozen = false;
   private readonly timer: NodeJS.Timeout;
   private saving: Promise<void> = Promise.resolve();
@@ -80,8 +98,9 @@ export class RolloutCoordinator {
    * rollout of them starts; one under way is replaced, from its own baseline: its canary had
    * other content, so the new content starts over from a canary.
    */
-  staged(changes: ReadonlyArray<{ before: DesiredBackendState | undefined; after: DesiredBackendState }>, reason: string): void {
-    if (this.clock() < this.plannableFrom) return this.holdUntilSettled(changes, reason);
+  staged(changes: readonly StagedChange[], reason: string): void {
+    if (!this.leading()) return this.hold(changes, reason, "staged change held until the leading replica rolls it out");
+    if (this.clock() < this.plannableFrom) return this.hold(changes, reason, "staged change held until agents have reconnected, then rolled out");
     const current = this.state;
     const running = current !== null && current.phase !== "completed";
     const baseline = new Map<string, WireBackend>();
@@ -97,33 +116,57 @@ export class RolloutCoordinator {
 
   /**
    * Just after a start, agents have not reconnected: waves planned now would hold none of them
-   * and the change would reach everyone at once. Until then every agent keeps what it ran.
+   * and the change would reach everyone at once. On a follower, only the leader may plan waves.
+   * Until then every agent keeps what it ran.
    */
-  private holdUntilSettled(changes: ReadonlyArray<{ before: DesiredBackendState | undefined; after: DesiredBackendState }>, reason: string): void {
-    const held = this.held ?? { changes: [], reasons: new Set<string>() };
-    const names = new Set(changes.map((change) => change.after.name as string));
-    held.changes = [...held.changes.filter((change) => !names.has(change.after.name)), ...changes];
-    held.reasons.add(reason);
-    this.held = held;
-    this.baseline = new Map(held.changes.flatMap((change) => (change.before === undefined ? [] : [[change.before.name as string, change.before] as const])));
-    this.resolved = new WeakMap();
-    this.options.logger.info({ backends: [...names], reason }, "staged change held until agents have reconnected, then rolled out");
+  private hold(changes: readonly StagedChange[], reason: string, message: string): void {
+    for (const change of changes) {
+      const earlier = this.held.get(change.after.name);
+      this.held.set(change.after.name, { before: earlier === undefined ? change.before : earlier.before, after: change.after, reason });
+    }
+    this.repin();
+    this.options.logger.info({ backends: changes.map((change) => change.after.name), reason }, message);
     this.options.changed();
   }
 
-  /** The agent's desired backends, the rollout's backends taken from its side. */
+  /** Takes the rollout the leader published; a no-op on the leader itself. */
+  follow(published: Rollout | null): void {
+    if (this.leading()) return;
+    let released = false;
+    for (const [name, change] of this.held) {
+      if (published !== null && rollsOut(published, change.after)) released = this.held.delete(name) || released;
+    }
+    if (released) this.repin();
+    if (published !== null) this.set(published, "published by the leader");
+    else if (released) this.options.changed();
+  }
+
+  /**
+   * This replica now leads: it carries on with the rollout the last leader published (its
+   * wave judged afresh once agents had time to come back), and rolls out what it held.
+   */
+  lead(published: Rollout | null): void {
+    this.judgeFrom = this.clock() + this.options.settleMs;
+    if (published !== null) this.set(reopen(published, this.clock()), "leadership taken");
+    const held = [...this.held.values()].filter((change) => published === null || !rollsOut(published, change.after));
+    this.held.clear();
+    this.repin();
+    if (held.length > 0) this.staged(held, [...new Set(held.map((change) => change.reason))].join("; "));
+    else this.options.changed();
+  }  /** The agent's desired backends, the rollout's backends taken from its side. */
   resolve(agentId: string, live: readonly DesiredBackendState[]): readonly DesiredBackendState[] {
-    if (this.baseline.size === 0 || this.side(agentId) !== "baseline") return live;
-    let resolved = this.resolved.get(live);
+    const side = this.side(agentId) === "baseline" ? "baseline" : "target";
+    const overrides = side === "baseline" ? this.baseline : this.pinned;
+    if (overrides.size === 0) return live;
+    let resolved = this.resolved[side].get(live);
     if (resolved === undefined) {
-      resolved = live.map((backend) => this.baseline.get(backend.name) ?? backend);
-      this.resolved.set(live, resolved);
+      resolved = live.map((backend) => overrides.get(backend.name) ?? backend);
+      this.resolved[side].set(live, resolved);
     }
     return resolved;
   }
 
   side(agentId: string): "baseline" | "target" | null {
-    if (this.held !== null) return "baseline";
     return this.state === null ? null : sideOf(this.state, agentId);
   }
 
@@ -136,6 +179,7 @@ export class RolloutCoordinator {
 
   /** An operator's action; a refused one (resume a completed rollout) returns its reason. */
   act(action: "pause" | "resume" | "abort" | "rollback"): string | null {
+    if (!this.leading()) return `this replica follows: ask the leading one (${this.options.leadership?.leader() ?? "none elected now"})`;
     const state = this.state;
     if (state === null) return "there is no rollout";
     const now = this.clock();
@@ -153,10 +197,12 @@ export class RolloutCoordinator {
   }
 
   private tick(): void {
-    const held = this.held;
-    if (held !== null && this.clock() >= this.plannableFrom) {
-      this.held = null;
-      this.staged(held.changes, [...held.reasons].join("; "));
+    if (!this.leading()) return;
+    if (this.held.size > 0 && this.clock() >= this.plannableFrom) {
+      const held = [...this.held.values()];
+      this.held.clear();
+      this.repin();
+      this.staged(held, [...new Set(held.map((change) => change.reason))].join("; "));
     }
     const state = this.state;
     const frozen = this.options.frozen();
@@ -171,18 +217,31 @@ export class RolloutCoordinator {
     const previous = this.state;
     if (next === previous) return;
     this.state = next;
-    if (previous?.baseline !== next.baseline) this.baseline = new Map(next.baseline.map((backend) => [backend.name, stateOf(backend)]));
-    this.resolved = new WeakMap();
+    if (previous?.baseline !== next.baseline) {
+      this.stateBaseline = new Map(next.baseline.map((backend) => [backend.name, stateOf(backend)]));
+      this.repin();
+    }
     const last = next.history.at(-1);
     if (last !== undefined && last !== previous?.history.at(-1)) {
       const log = next.phase === "halted" || next.phase === "rolled-back" ? this.options.logger.warn.bind(this.options.logger) : this.options.logger.info.bind(this.options.logger);
       log({ rollout: next.id, phase: next.phase, wave: next.wave, backends: next.backends, cause }, `rollout: ${last.event}`);
     }
     const store = this.options.store;
-    if (store !== null) {
+    if (store !== null && this.leading()) {
       this.saving = this.saving.then(() => store.save(next)).catch((error: unknown) => this.options.logger.error({ err: error, rollout: next.id }, "cannot store the rollout state: a restart would lose this step"));
     }
     this.options.changed();
+  }
+
+  private leading(): boolean {
+    return this.options.leadership?.leading() ?? true;
+  }
+
+  /** Rebuilds what each side runs instead of the live state, after the rollout or the held changes moved. */
+  private repin(): void {
+    this.pinned = new Map([...this.held.values()].flatMap((change) => (change.before === undefined ? [] : [[change.after.name as string, change.before] as const])));
+    this.baseline = new Map([...this.stateBaseline, ...this.pinned]);
+    this.resolved = { baseline: new WeakMap(), target: new WeakMap() };
   }
 
   private context(): RolloutContext {
@@ -216,6 +275,10 @@ export class RolloutCoordinator {
   }
 }
 
+/** Whether the rollout takes the backend to this content (so a follower may stop holding it). */
+function rollsOut(rollout: Rollout, change: DesiredBackendState): boolean {
+  return rollout.target.some((backend) => backend.name === change.name && backend.version === change.version);
+}
 
 function stateOf(backend: WireBackend): DesiredBackendState {
   return { name: backend.name as Name, version: backend.version, servers: backend.servers, allowEmpty: backend.allowEmpty, held: null, dropped: [] };

@@ -3,6 +3,7 @@ import * as grpc from "@grpc/grpc-js";
 import type { Logger } from "pino";
 import { InvalidInputError } from "../../agent/errors.js";
 import { heartbeatDue } from "../../proto/heartbeat.js";
+import { fullBucket, takeToken, type TokenBucketOptions, type TokenBucketState } from "../discovery/consul/consul-watch.js";
 import { agentMessageSchema, parseMessage, type AgentMessage, type DesiredPush, type ObservedReport } from "../../proto/messages.js";
 import { AgentSession } from "../core/agent-session.js";
 import type { DesiredBackendState } from "../core/desired-store.js";
@@ -30,6 +31,8 @@ export interface StreamHost {
   };
   heartbeatMs: number;
   deadAfterMs: number;
+  /** limits.pushesPerSecond, per agent: a change storm merges into fewer pushes, not more. */
+  pushRate: TokenBucketOptions;
   /** mtls: the hello's agent id must be the one in the client certificate. */
   identity: "mtls" | "insecure";
   clock: () => number;
@@ -54,6 +57,9 @@ export class AgentStream {
   private blocked = false;
   private closed = false;
   private readonly timer: NodeJS.Timeout;
+  private bucket: TokenBucketState;
+  /** Set while a push waits for the rate limit: one timer, whatever the number of changes. */
+  private rateTimer: NodeJS.Timeout | null = null;
   private log: Logger;
 
   constructor(
@@ -62,6 +68,7 @@ export class AgentStream {
   ) {
     this.lastHeard = host.clock();
     this.connectedAt = this.lastHeard;
+    this.bucket = fullBucket(host.pushRate, this.lastHeard);
     this.peer = call.getPeer();
     this.log = host.logger.child({ stream: this.streamId, peer: this.peer });
     call.on("data", (raw: unknown) => this.onData(raw));
@@ -73,9 +80,20 @@ export class AgentStream {
 
   /** Sends the next push if the agent has none in flight and lacks something. */
   pushIfIdle(): void {
-    if (!this.session || this.closed || this.blocked || this.host.holding()) return;
-    const push = this.session.nextPush(this.desired(), this.host.clock());
+    if (!this.session || this.closed || this.blocked || this.rateTimer !== null || this.session.busy || this.host.holding()) return;
+    const now = this.host.clock();
+    const token = takeToken(this.bucket, now, this.host.pushRate);
+    if (token.delayMs > 0) {
+      this.log.debug({ agent: this.session.agentId, delayMs: token.delayMs }, "push deferred: limits.pushesPerSecond reached");
+      this.rateTimer = setTimeout(() => {
+        this.rateTimer = null;
+        this.pushIfIdle();
+      }, token.delayMs);
+      return;
+    }
+    const push = this.session.nextPush(this.desired(), now);
     if (!push) return;
+    this.bucket = token.state;
     this.log.info({ agent: this.session.agentId, version: push.version, nonce: push.nonce, backends: push.backends.map((b) => b.name), removed: push.removedBackends }, "push");
     this.write(this.host.encodePush(push));
     this.host.events.pushed(this.session.agentId, push);
@@ -203,6 +221,7 @@ export class AgentStream {
   private finish(reason: string): void {
     this.closed = true;
     clearInterval(this.timer);
+    if (this.rateTimer !== null) clearTimeout(this.rateTimer);
     this.host.detach(this, reason);
   }
 }

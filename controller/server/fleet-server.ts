@@ -21,6 +21,8 @@ export interface FleetServerOptions {
   maxAgents: number;
   /** Connections are closed after this long (with jitter), so agents spread over replicas. */
   maxConnectionAgeMs: number;
+  /** limits.*: the largest message taken from an agent, its backends, its pushes per second. */
+  limits: { maxMessageBytes: number; backendsPerAgent: number; pushesPerSecond: number };
   /** Whether the desired state is complete enough to push (default: always). */
   ready?: () => boolean;
   /**
@@ -88,6 +90,7 @@ export class FleetServer {
       // jitter), its agent reconnects, to any replica, and is sent nothing it runs already.
       "grpc.max_connection_age_ms": options.maxConnectionAgeMs,
       "grpc.max_connection_age_grace_ms": MAX_CONNECTION_AGE_GRACE_MS,
+      "grpc.max_receive_message_length": options.limits.maxMessageBytes,
     });
     this.clock = options.clock ?? Date.now;
     this.transport = options.transport ?? { kind: "plaintext", warning: null };
@@ -108,6 +111,7 @@ export class FleetServer {
       },
       heartbeatMs: options.heartbeatMs,
       deadAfterMs: options.deadAfterMs,
+      pushRate: { burst: Math.max(1, Math.round(options.limits.pushesPerSecond)), refillPerSecond: options.limits.pushesPerSecond },
       identity: this.transport.kind === "mtls" ? "mtls" : "insecure",
       clock: this.clock,
       logger: options.logger,
@@ -211,6 +215,11 @@ export class FleetServer {
     const replaced = this.streams.get(agent);
     if (replaced === undefined && this.streams.size >= this.options.maxAgents) {
       return `the controller is at its limit of ${this.options.maxAgents} agents (agents.max): try another controller`;
+    }
+    const { backendsPerAgent } = this.options.limits;
+    const backends = this.host.desiredFor(agent, stream.session!.hello.labels).length;
+    if (backends > backendsPerAgent) {
+      return `this agent's labels select ${backends} backends, over the limit of ${backendsPerAgent} (limits.backendsPerAgent)`;
     }
     // One stream per agent id: the newest wins (the older is most likely a dead connection).
     replaced?.end(grpc.status.ALREADY_EXISTS, "replaced by a newer stream of the same agent");

@@ -21,10 +21,12 @@ function servers(...ports: number[]) {
   return parseDesiredState({ backends: [{ name: "b", servers: ports.map((port) => ({ address: "10.0.0.1", port })) }] }, "t").backends[0]!.servers;
 }
 
-async function start(options: { heartbeatMs?: number; deadAfterMs?: number; maxAgents?: number } = {}) {
-  const store = new DesiredStore([{ backend: nameSchema.parse("be_app"), service: "app", allowEmpty: false, staged: false }], 0.5);
+const LIMITS_DEFAULT = { maxMessageBytes: 16 * 1024 * 1024, backendsPerAgent: 1_000, pushesPerSecond: 1_000 };
+
+async function start(options: { heartbeatMs?: number; deadAfterMs?: number; maxAgents?: number; limits?: Partial<typeof LIMITS_DEFAULT> } = {}) {
+  const store = new DesiredStore([{ backend: nameSchema.parse("be_app"), service: "app", allowEmpty: false, staged: false }], { maxDropShare: 0.5, maxServers: 10_000 });
   store.apply({ key: "app", servers: servers(80, 81), dropped: [] });
-  server = new FleetServer((_agent, labels) => store.backendsFor(labels), { heartbeatMs: options.heartbeatMs ?? 1_000, deadAfterMs: options.deadAfterMs ?? 5_000, forgetAfterMs: 60_000, maxAgents: options.maxAgents ?? 100, maxConnectionAgeMs: 600_000, logger: silentLogger });
+  server = new FleetServer((_agent, labels) => store.backendsFor(labels), { heartbeatMs: options.heartbeatMs ?? 1_000, deadAfterMs: options.deadAfterMs ?? 5_000, forgetAfterMs: 60_000, maxAgents: options.maxAgents ?? 100, maxConnectionAgeMs: 600_000, limits: { ...LIMITS_DEFAULT, ...options.limits }, logger: silentLogger });
   const port = await server.listen("127.0.0.1:0");
   return { store, port };
 }
@@ -137,6 +139,48 @@ describe("the controller's gRPC stream", () => {
     const again = connect(port);
     again.call.write(hello());
     expect((await again.next("push")).body).toBe("push");
+  });
+
+  it("refuses an agent whose labels select more backends than limits.backendsPerAgent", async () => {
+    const { port } = await start({ limits: { backendsPerAgent: 0 } });
+    const agent = connect(port);
+    agent.call.write(hello());
+    const refused = await agent.ended();
+    expect([refused.code, refused.details]).toEqual([grpc.status.RESOURCE_EXHAUSTED, "this agent's labels select 1 backends, over the limit of 0 (limits.backendsPerAgent)"]);
+  });
+
+  it("ends the stream of an agent whose message is over limits.maxMessageBytes", async () => {
+    const { port } = await start({ limits: { maxMessageBytes: 65_536 } });
+    const agent = connect(port);
+    agent.call.write(hello());
+    await agent.next("push");
+    agent.call.write({ heartbeat: { sentAtMs: 1 } });
+    agent.call.write({ observed: { digest: "x".repeat(70_000), backends: [] } });
+    const status = await agent.ended();
+    expect(status.code).toBe(grpc.status.RESOURCE_EXHAUSTED);
+    expect(status.details).toMatch(/larger than max/);
+  });
+
+  it("merges a storm of changes into fewer pushes past limits.pushesPerSecond, the last change last", async () => {
+    const { store, port } = await start({ limits: { pushesPerSecond: 0.5 } });
+    const agent = connect(port);
+    const ack = (message: ControllerMessage) => {
+      if (message.body !== "push") throw new Error("unreachable");
+      const results = message.push.backends.map((b) => ({ backend: b.name, version: b.version, error: "", appliedVersion: b.version }));
+      agent.call.write({ response: { nonce: message.push.nonce, results } });
+      return message.push;
+    };
+    agent.call.write(hello());
+    ack(await agent.next("push"));
+    // The burst (one) is spent: every change in the next two seconds waits for one push.
+    for (let port = 82; port < 90; port++) {
+      store.apply({ key: "app", servers: servers(80, 81, port), dropped: [] });
+      server!.desiredChanged();
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    }
+    const merged = ack(await agent.next("push", 6_000));
+    expect(merged.backends[0]!.servers.map((s) => s.port)).toEqual([80, 81, 89]);
+    expect(agent.received.filter((m) => m.body === "push")).toEqual([]);
   });
 
   it("ends a stream whose first message is not a hello", async () => {

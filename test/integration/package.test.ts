@@ -256,10 +256,12 @@ describe("the Debian packages", () => {
               hafleet_agent_controllers: controllers,
               hafleet_agent_labels: { region: "eu-west-1", role: "edge" },
               hafleet_agent_sockets: ["/run/haproxy/admin.sock", "127.0.0.1:9999"],
+              hafleet_agent_tls: TLS,
             },
           },
         },
       });
+    const TLS = { ca: "/etc/hafleet/tls/ca.crt", cert: "/etc/hafleet/tls/agent-localhost.crt", key: "/etc/hafleet/tls/agent-localhost.key" };
     const before = await readFile("/etc/hafleet/agent.yaml", "utf8");
 
     await writeFile(inventory, hostVars(["ctl-1.internal:7900", "[2001:db8::1]:7900"]));
@@ -275,6 +277,7 @@ describe("the Debian packages", () => {
       sockets: ["/run/haproxy/admin.sock", "127.0.0.1:9999"],
       id: "localhost",
       labels: { region: "eu-west-1", role: "edge" },
+      tls: TLS,
     });
     expect(owner("/etc/hafleet/agent.yaml")).toBe("root:hafleet-agent 640");
     const second = playbook();

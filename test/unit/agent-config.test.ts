@@ -2,7 +2,7 @@ import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { hostname, tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { agentConfigSchema, type AgentConfig } from "../../agent/config/agent-config.js";
+import { agentConfigSchema, plaintextWarning, type AgentConfig } from "../../agent/config/agent-config.js";
 import { parseConfigText } from "../../agent/config/config-file.js";
 import { agentConfigFromFlags, loadAgentConfig, prepareAgent, type RunFlags } from "../../agent/config/load-agent-config.js";
 import { UsageError, type InputIssue } from "../../agent/errors.js";
@@ -22,7 +22,7 @@ function refused(text: string, issues: InputIssue[]): void {
 
 /** A valid file, `extra` appended at top level from line 5 on. */
 function yamlWith(extra: string): string {
-  return ["controllers: [ctl-1:7900]", "sockets:", "  - /run/haproxy/admin.sock", "id: edge-1", extra].join("\n");
+  return ["controllers: [127.0.0.1:7900]", "sockets:", "  - /run/haproxy/admin.sock", "id: edge-1", extra].join("\n");
 }
 
 const FULL_YAML = `controllers:
@@ -31,6 +31,7 @@ const FULL_YAML = `controllers:
 sockets: [/run/haproxy/admin.sock]
 id: edge-7
 labels: { region: eu-west-1, role: edge }
+tls: { ca: /etc/hafleet/tls/ca.crt, cert: /etc/hafleet/tls/edge-7.crt, key: /etc/hafleet/tls/edge-7.key }
 stateDir: /srv/hafleet
 drainPeriod: 2s
 resync: 1m
@@ -49,6 +50,7 @@ const FULL: AgentConfig = {
   sockets: ["/run/haproxy/admin.sock"],
   id: "edge-7",
   labels: { region: "eu-west-1", role: "edge" },
+  tls: { ca: "/etc/hafleet/tls/ca.crt", cert: "/etc/hafleet/tls/edge-7.crt", key: "/etc/hafleet/tls/edge-7.key" },
   stateDir: "/srv/hafleet",
   drainPeriod: 2000,
   resync: 60000,
@@ -66,7 +68,7 @@ const FULL: AgentConfig = {
 describe("agent config: valid files", () => {
   it("applies every default to a minimal file", () => {
     expect(yaml(yamlWith(""))).toEqual({
-      controllers: ["ctl-1:7900"],
+      controllers: ["127.0.0.1:7900"],
       sockets: ["/run/haproxy/admin.sock"],
       id: "edge-1",
       labels: {},
@@ -152,6 +154,41 @@ describe("agent config: refused, naming the field and its line", () => {
   });
 });
 
+describe("agent config: plaintext only on loopback", () => {
+  const remote = (extra: string) => yamlWith(extra).replace("127.0.0.1:7900", "127.0.0.1:7900, ctl-2.internal:7900");
+
+  it("refuses plaintext to a controller off loopback, naming it", () => {
+    refused(remote(""), [
+      {
+        path: "controllers[1]",
+        message: "line 1:31: needs tls (ca, cert, key) or insecure: true, since it is not a loopback address: anyone in the path could push any desired state",
+        value: "ctl-2.internal:7900",
+      },
+    ]);
+  });
+
+  it("takes it with tls, or with insecure: true, which warns", () => {
+    const tls = yaml(remote("tls: { ca: ca.crt, cert: edge-1.crt, key: edge-1.key }"));
+    expect(plaintextWarning(tls)).toBeNull();
+    const insecure = yaml(remote("insecure: true"));
+    expect(plaintextWarning(insecure)).toBe("insecure: plaintext to the controller ctl-2.internal:7900: anyone in the path could push any desired state");
+    expect(plaintextWarning(yaml(yamlWith("insecure: true")))).toBeNull();
+  });
+
+  it("refuses tls and insecure together", () => {
+    refused(yamlWith("tls: { ca: ca.crt, cert: edge-1.crt, key: edge-1.key }\ninsecure: true"), [{ path: "insecure", message: "line 6:11: contradicts the tls block: remove one of them", value: true }]);
+  });
+
+  it("names the flag when the command line asks for plaintext off loopback", () => {
+    expectInvalid(
+      () => agentConfigFromFlags({ controller: ["[2001:db8::1]:7900"], socket: ["/run/haproxy/admin.sock"], id: "edge-1" }),
+      [{ path: "--controller", message: "needs tls (ca, cert, key) or insecure: true, since it is not a loopback address: anyone in the path could push any desired state", value: "[2001:db8::1]:7900" }],
+      "command line",
+    );
+    expect(agentConfigFromFlags({ controller: ["[2001:db8::1]:7900"], socket: ["/run/haproxy/admin.sock"], id: "edge-1", insecure: true }).insecure).toBe(true);
+  });
+});
+
 describe("agent config files on disk", () => {
   let dir = "";
   beforeAll(async () => {
@@ -163,7 +200,7 @@ describe("agent config files on disk", () => {
 
   it("makes relative paths relative to the file, not to where the agent started", async () => {
     const file = join(dir, "agent.yml");
-    await writeFile(file, "controllers: [c:1]\nsockets: [run/admin.sock]\nid: a\nstateDir: state\nhybrid: { configTemplate: t.njk, configOut: ../out.cfg, stateFile: /abs/s, masterSocket: run/master.sock }\n");
+    await writeFile(file, "controllers: [127.0.0.1:1]\nsockets: [run/admin.sock]\nid: a\nstateDir: state\nhybrid: { configTemplate: t.njk, configOut: ../out.cfg, stateFile: /abs/s, masterSocket: run/master.sock }\n");
     const config = await loadAgentConfig(file);
     expect(config.sockets).toEqual([join(dir, "run/admin.sock")]);
     expect(config.stateDir).toBe(join(dir, "state"));
@@ -172,7 +209,7 @@ describe("agent config files on disk", () => {
 
   it("leaves a TCP socket as it is", async () => {
     const file = join(dir, "tcp.json");
-    await writeFile(file, JSON.stringify({ controllers: ["c:1"], sockets: ["/abs/admin.sock", "127.0.0.1:9000"], id: "a" }));
+    await writeFile(file, JSON.stringify({ controllers: ["127.0.0.1:1"], sockets: ["/abs/admin.sock", "127.0.0.1:9000"], id: "a" }));
     expect((await loadAgentConfig(file)).sockets).toEqual(["/abs/admin.sock", "127.0.0.1:9000"]);
   });
 
@@ -222,6 +259,9 @@ describe("agent config from run's flags", () => {
       "master-socket": "/run/haproxy/master.sock",
       "spare-slots": "2",
       var: ["bind=:8080", "defaultBackend=be_app"],
+      "tls-ca": "/etc/hafleet/tls/ca.crt",
+      "tls-cert": "/etc/hafleet/tls/edge-7.crt",
+      "tls-key": "/etc/hafleet/tls/edge-7.key",
     };
     const { logLevel: _fileOnly, ...fromFile } = FULL;
     expect(agentConfigFromFlags(flags)).toEqual(fromFile);

@@ -39,6 +39,7 @@ const DEFAULTS = {
   guards: { maxDropShare: 0.5, recheckMs: 5000 },
   debounce: { quietMs: 100, maxMs: 1000 },
   agents: { heartbeatMs: 5000, deadAfterMs: 15000, forgetAfterMs: 86_400_000, max: 20_000, maxConnectionAgeMs: 1_800_000 },
+  limits: { maxMessageBytes: 16_777_216, backendsPerAgent: 1_000, serversPerBackend: 5_000, pushesPerSecond: 10 },
   http: { listen: "127.0.0.1:7901" },
   rollout: { canary: { count: 1 }, waves: [0.1, 0.25, 0.5, 1], bakeMs: 30_000, waveTimeoutMs: 120_000, autoRollback: true, maxServingDrop: 0.1, stageConfigChanges: true },
 };
@@ -69,6 +70,11 @@ agents:
   heartbeatMs: 1000
   deadAfterMs: 1m
   forgetAfterMs: 60m
+limits:
+  maxMessageBytes: 1048576
+  backendsPerAgent: 50
+  serversPerBackend: 2000
+  pushesPerSecond: 2.5
 http:
   listen: "0.0.0.0:7911"
   tokenFile: /etc/hafleet/token
@@ -93,6 +99,7 @@ const FULL_EXPECTED: ControllerConfig = controllerConfigSchema.parse({
   guards: { maxDropShare: 0.25 },
   debounce: { quietMs: 250, maxMs: 2000 },
   agents: { heartbeatMs: 1000, deadAfterMs: 60000, forgetAfterMs: 3_600_000, max: 20_000, maxConnectionAgeMs: 1_800_000 },
+  limits: { maxMessageBytes: 1_048_576, backendsPerAgent: 50, serversPerBackend: 2_000, pushesPerSecond: 2.5 },
   http: { listen: "0.0.0.0:7911", tokenFile: "/etc/hafleet/token" },
   stateDir: "/var/lib/hafleet-controller",
 });
@@ -132,6 +139,7 @@ describe("controller config: valid files", () => {
         guards: { maxDropShare: 0.25 },
         debounce: { quietMs: "250ms", maxMs: "2s" },
         agents: { heartbeatMs: 1000, deadAfterMs: "1m", forgetAfterMs: "60m" },
+        limits: { maxMessageBytes: 1_048_576, backendsPerAgent: 50, serversPerBackend: 2_000, pushesPerSecond: 2.5 },
         http: { listen: "0.0.0.0:7911", tokenFile: "/etc/hafleet/token" },
         stateDir: "/var/lib/hafleet-controller",
       },
@@ -345,6 +353,15 @@ describe("controller config: refused, naming the field and its line", () => {
     const error = caught(() => yaml(yamlWith(`agents:\n  heartbeatMs: ${written}`))) as InvalidInputError;
     expect(error).toBeInstanceOf(InvalidInputError);
     expect(error.issues.map(({ path, message: text }) => ({ path, message: text }))).toEqual([{ path: "agents.heartbeatMs", message: `line 7:16: ${message}` }]);
+  });
+
+  it("refuses limits past what the protocol carries, naming the setting", () => {
+    expectInvalid(() => yaml(yamlWith("limits: { maxMessageBytes: 1024, backendsPerAgent: 10001, serversPerBackend: 0, pushesPerSecond: 0 }")), [
+      { path: "limits.maxMessageBytes", message: "line 6:28: must be at least 65536", value: 1024 },
+      { path: "limits.backendsPerAgent", message: "line 6:52: must be at most 10000", value: 10001 },
+      { path: "limits.serversPerBackend", message: "line 6:78: must be at least 1", value: 0 },
+      { path: "limits.pushesPerSecond", message: "line 6:98: must be above 0", value: 0 },
+    ]);
   });
 
   it("refuses timings that contradict each other", () => {

@@ -26,7 +26,7 @@ describe("versions", () => {
 });
 
 describe("the guard against empty or truncated discovery answers", () => {
-  const options = { maxDropShare: 0.5, allowEmpty: false };
+  const options = { maxDropShare: 0.5, allowEmpty: false, maxServers: 4 };
   it("takes the first answer, growth, and shrinking within the share", () => {
     expect(guardStep(undefined, [], options)).toEqual({ accept: true });
     expect(guardStep(servers(1, 2), servers(1, 2, 3), options)).toEqual({ accept: true });
@@ -37,7 +37,15 @@ describe("the guard against empty or truncated discovery answers", () => {
     expect(guardStep(servers(1, 2, 3, 4), servers(1), options)).toEqual({ accept: false, reason: "would drop 3 of 4 servers (75%, over the 50% limit)" });
     expect(guardStep(servers(1, 2), [], { ...options, allowEmpty: true })).toEqual({ accept: true });
   });
+  it("holds an answer over limits.serversPerBackend, first or not, allowed empty or not", () => {
+    const reason = "has 5 servers, over the limit of 4 (limits.serversPerBackend)";
+    expect(guardStep(undefined, servers(1, 2, 3, 4, 5), options)).toEqual({ accept: false, reason });
+    expect(guardStep(servers(1, 2), servers(1, 2, 3, 4, 5), { ...options, allowEmpty: true })).toEqual({ accept: false, reason });
+    expect(guardStep(servers(1, 2), servers(1, 2, 3, 4), options)).toEqual({ accept: true });
+  });
 });
+
+const GUARD = { maxDropShare: 0.5, maxServers: 4 };
 
 describe("the desired store", () => {
   const be = (name: string) => nameSchema.parse(name);
@@ -48,7 +56,7 @@ describe("the desired store", () => {
   ];
 
   it("watches each service and tag once, whatever the number of backends", () => {
-    expect(new DesiredStore(mappings, 0.5).watches()).toEqual([
+    expect(new DesiredStore(mappings, GUARD).watches()).toEqual([
       { service: "web", tag: null },
       { service: "web", tag: "eu" },
       { service: "api", tag: null },
@@ -56,7 +64,7 @@ describe("the desired store", () => {
   });
 
   it("publishes a backend only once discovery answered for it, and to the agents its selector picks", () => {
-    const store = new DesiredStore(mappings, 0.5);
+    const store = new DesiredStore(mappings, GUARD);
     expect(store.backendsFor({ region: "eu" })).toEqual([]);
     expect(store.apply({ key: "web", servers: servers(1), dropped: [] }).changed).toEqual(["be_web"]);
     expect(store.apply({ key: "web#eu", servers: servers(2), dropped: [] }).changed).toEqual(["be_web_eu"]);
@@ -65,7 +73,7 @@ describe("the desired store", () => {
   });
 
   it("hands agents with the same labels the same set until the next change", () => {
-    const store = new DesiredStore(mappings, 0.5);
+    const store = new DesiredStore(mappings, GUARD);
     store.apply({ key: "web", servers: servers(1), dropped: [] });
     const first = store.backendsFor({ region: "eu", role: "edge" });
     expect(store.backendsFor({ role: "edge", region: "eu" })).toBe(first);
@@ -77,13 +85,13 @@ describe("the desired store", () => {
   });
 
   it("reports no change for the same content", () => {
-    const store = new DesiredStore(mappings, 0.5);
+    const store = new DesiredStore(mappings, GUARD);
     store.apply({ key: "web", servers: servers(1, 2), dropped: [] });
     expect(store.apply({ key: "web", servers: servers(2, 1), dropped: [] }).changed).toEqual([]);
   });
 
   it("holds a backend at its last good set when discovery empties it, and flags it", () => {
-    const store = new DesiredStore(mappings, 0.5);
+    const store = new DesiredStore(mappings, GUARD);
     store.apply({ key: "web", servers: servers(1, 2, 3), dropped: [] });
     const before = store.backendsFor({})[0]!;
     expect(store.apply({ key: "web", servers: [], dropped: [] })).toEqual({ changed: [], held: [{ backend: "be_web", reason: "would drop all 3 servers" }] });
@@ -96,8 +104,21 @@ describe("the desired store", () => {
     expect(store.backendsFor({})[0]!.held).toBeNull();
   });
 
+  it("publishes nothing for a backend whose first answer is over the limit, yet counts it as answered", () => {
+    const store = new DesiredStore(mappings, GUARD);
+    store.apply({ key: "web", servers: servers(1), dropped: [] });
+    store.apply({ key: "web#eu", servers: servers(1), dropped: [] });
+    expect(store.apply({ key: "api", servers: servers(1, 2, 3, 4, 5), dropped: [] })).toEqual({
+      changed: [],
+      held: [{ backend: "be_api", reason: "has 5 servers, over the limit of 4 (limits.serversPerBackend)" }],
+    });
+    expect(store.backendsFor({}).map((b) => b.name)).toEqual(["be_web"]);
+    // Waiting for an answer that came would hold every push of the fleet.
+    expect(store.ready()).toBe(true);
+  });
+
   it("lets an operator-allowed backend be emptied", () => {
-    const store = new DesiredStore(mappings, 0.5);
+    const store = new DesiredStore(mappings, GUARD);
     store.apply({ key: "api", servers: servers(1), dropped: [] });
     expect(store.apply({ key: "api", servers: [], dropped: [] }).changed).toEqual(["be_api"]);
     expect(store.backendsFor({}).find((b) => b.name === "be_api")!.servers).toEqual([]);
