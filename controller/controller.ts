@@ -12,11 +12,19 @@ import { ActionRefused, startApiServer, type RunningApiServer } from "./http/api
 import { STATUS_PAGE } from "./http/page/status-page.js";
 import { ControllerMetrics } from "./metrics/controller-metrics.js";
 import { RolloutCoordinator, stagedBackendsSchema } from "./rollout/rollout-coordinator.js";
+import { followLeadership, leaderName, persistenceIn, rolloutLeadership, type RolloutLeadership } from "./rollout/rollout-leadership.js";
 import { RolloutStore } from "./rollout/rollout-store.js";
 import { FleetServer } from "./server/fleet-server.js";
 import { loadFreeze, saveFreeze } from "./status/freeze-file.js";
 import { StatusService } from "./status/status-service.js";
 import { transportFor } from "./tls/transport-policy.js";
+
+/** The status's rolloutLeader: who leads, and whether that is this replica. */
+function describeLeadership(leadership: RolloutLeadership | null): string | null {
+  const view = leadership?.view();
+  const leader = leaderName(view?.leader ?? null);
+  return leader === null ? null : view!.leading ? `${leader} (this replica)` : leader;
+}
 
 export interface RunningController {
   port: number;
@@ -26,6 +34,8 @@ export interface RunningController {
   server: FleetServer;
   status: StatusService;
   rollouts: RolloutCoordinator;
+  /** null unless config.leadership is set. */
+  leadership: RolloutLeadership | null;
   close(): Promise<void>;
 }
 
@@ -65,13 +75,17 @@ export async function startController(config: ControllerConfig, logger: Logger, 
     rolloutSide: (agent) => rollouts!.side(agent),
     rollout: () => rollouts!.status(),
     controller: { version: options.version ?? "dev", startedAt: clock() },
+    ...(config.leadership === undefined ? {} : { rolloutLeader: () => describeLeadership(leadership) }),
     clock,
   });
   const metrics = new ControllerMetrics({ fleet: () => status.status() });
   const debouncer = new Debouncer(config.debounce.quietMs, config.debounce.maxMs, () => server.desiredChanged());
+  const { discovery } = config;
+  const leadership = config.leadership === undefined || !("consul" in discovery) ? null : rolloutLeadership(config.leadership, discovery.consul, logger);
   rollouts = new RolloutCoordinator({
     config: config.rollout,
-    store: config.stateDir === undefined ? null : new RolloutStore(config.stateDir, stagedBackendsSchema, logger, clock),
+    store: leadership !== null ? persistenceIn(leadership) : config.stateDir === undefined ? null : new RolloutStore(config.stateDir, stagedBackendsSchema, logger, clock),
+    ...(leadership === null ? {} : { leadership: { leading: () => leadership.leading(), leader: () => leaderName(leadership.view().leader) } }),
     agent: (agent) => status.agent(agent),
     fleet: () => server.connected().flatMap((stream) => (stream.session === null ? [] : [{ id: stream.session.agentId, labels: stream.session.hello.labels, backends: store.backendsFor(stream.session.hello.labels).map((backend) => backend.name) }])),
     frozen: () => server.frozen !== null,
@@ -82,6 +96,8 @@ export async function startController(config: ControllerConfig, logger: Logger, 
     clock,
   });
   await rollouts.load();
+  const stopFollowing = leadership === null ? null : followLeadership(leadership, rollouts);
+  leadership?.start();
   const frozen = config.stateDir === undefined ? null : await loadFreeze(config.stateDir);
   if (frozen !== null) server.freeze(frozen.reason, frozen.since);
   const source = options.source ?? sourceFor(config, logger, metrics);
@@ -148,7 +164,7 @@ export async function startController(config: ControllerConfig, logger: Logger, 
 
   server.events.on("acked", (agent, backend, version, latencyMs) => {
     const sinceChange = status.changes.acked(agent, backend, version, clock());
-    metrics.acked(backend, sinceChange === null ? null : sinceChange / 1000, latencyMs / 1000);
+    metrics.acked(backend, sinceChange === null ? null : sinceChange / 1000, latencyMs === null ? null : latencyMs / 1000);
   });
   server.events.on("pushed", () => metrics.pushed());
   server.events.on("nacked", (_agent, backend) => metrics.nacked(backend));
@@ -161,6 +177,9 @@ export async function startController(config: ControllerConfig, logger: Logger, 
     stops.forEach((stop) => stop());
     await api?.close();
     await rollouts!.close();
+    stopFollowing?.();
+    // Released now rather than at the session's TTL: another replica leads after lock-delay.
+    await leadership?.stop();
     await saving;
     await source.close();
     await server.close();
@@ -192,7 +211,7 @@ export async function startController(config: ControllerConfig, logger: Logger, 
         },
       });
     }
-    return { port, httpPort: api?.port ?? null, store, server, status, rollouts, close: closeAll };
+    return { port, httpPort: api?.port ?? null, store, server, status, rollouts, leadership, close: closeAll };
   } catch (error) {
     await closeAll();
     throw error;

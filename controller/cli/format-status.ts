@@ -6,6 +6,7 @@ export function formatStatus(status: FleetStatus): string {
   const lines = [summaryLine(status)];
   if (status.frozen) lines.push(frozenLine(status.frozen));
   if (status.rollout) lines.push(rolloutLine(status.rollout));
+  if (status.controller.rolloutLeader !== undefined) lines.push(`rollouts led by ${status.controller.rolloutLeader ?? "no replica now (none holds the lock)"}`);
   lines.push("", table(["BACKEND", "VERSION", "SERVERS", "IN SYNC", "NOT IN SYNC", "DISCOVERY"], status.backends.map((backend) => [
     backend.backend,
     backend.version,

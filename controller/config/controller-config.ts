@@ -1,3 +1,4 @@
+import { hostname } from "node:os";
 import { z } from "zod";
 import { nameSchema } from "../../agent/model/values.js";
 import { LIMITS } from "../../proto/messages.js";
@@ -159,6 +160,26 @@ const limitsSchema = z.strictObject({
   pushesPerSecond: z.number({ error: "must be a number" }).positive("must be above 0").max(1_000, "must be at most 1000").default(10),
 });
 
+/**
+ * Several replicas: one leads rollouts, by a Consul session lock on `key`, where it also
+ * publishes the rollout for the others to serve (controller/leadership). Needs Consul discovery.
+ */
+const leadershipSchema = z.strictObject({
+  key: z
+    .string()
+    .regex(/^[A-Za-z0-9._-]+(\/[A-Za-z0-9._-]+)*$/, "must be a Consul KV key: '/'-separated parts of letters, digits, '.', '_' or '-'")
+    .max(256, "must be at most 256 characters")
+    .default("hafleet/rollout"),
+  /** This replica's name as the others tell it; absent: the host's name. */
+  replica: z.string().regex(/^[A-Za-z0-9._-]{1,128}$/, "must be 1-128 letters, digits, '.', '_' or '-'").prefault(() => hostname()),
+  /** Where operators reach this replica's API: a follower refusing a rollout action names it. */
+  url: z.string().refine(isHttpUrl, "must be an http:// or https:// URL").optional(),
+  /** Consul takes 10 s to 24 h; an unrenewed session (a dead leader) is released after it. */
+  sessionTtlMs: durationSchema.refine((ms) => ms >= 10_000 && ms <= 86_400_000, "must be between 10s and 24h (Consul's range)").default(15_000),
+  /** How long a released lock cannot be taken again (Consul's lock-delay): a late old leader's writes land first. */
+  lockDelayMs: durationSchema.refine((ms) => ms <= 60_000, "must be at most 60s").default(15_000),
+});
+
 export const DEFAULT_HTTP_LISTEN = "127.0.0.1:7901";
 
 const httpSchema = z.strictObject({
@@ -185,12 +206,16 @@ const controllerFieldsSchema = z.strictObject({
   agents: agentsSchema.prefault({}),
   limits: limitsSchema.prefault({}),
   rollout: rolloutConfigSchema.prefault({}),
+  leadership: leadershipSchema.optional(),
 });
 
 export const controllerConfigSchema = controllerFieldsSchema.superRefine(
   (config, ctx) => {
     const problem = transportProblem(config);
     if (problem !== null) ctx.addIssue({ code: "custom", path: [problem.path], message: problem.message, input: problem.value });
+    if (config.leadership !== undefined && !("consul" in config.discovery)) {
+      ctx.addIssue({ code: "custom", path: ["leadership"], message: "needs discovery.consul: the lock is held in Consul", input: config.leadership });
+    }
   },
   // Only once every field passed: the rule reads listen, tls and insecure as valid values.
   { when: (payload) => payload.issues.length === 0 },

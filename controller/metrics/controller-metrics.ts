@@ -72,11 +72,14 @@ export class ControllerMetrics implements MetricsSource, DiscoveryObserver {
     this.pushes.inc();
   }
 
-  /** `convergenceSeconds` is null when the ack completes no recorded change (a resend, a reconnect). */
-  acked(backend: string, convergenceSeconds: number | null, roundTripSeconds: number): void {
+  /**
+   * `convergenceSeconds` is null when the ack completes no recorded change (a resend, a
+   * reconnect); `roundTripSeconds` when no push was answered (an ack by observed report).
+   */
+  acked(backend: string, convergenceSeconds: number | null, roundTripSeconds: number | null): void {
     this.acks.inc({ backend });
     if (convergenceSeconds !== null) this.convergence.observe(convergenceSeconds);
-    this.roundTrip.observe(roundTripSeconds);
+    if (roundTripSeconds !== null) this.roundTrip.observe(roundTripSeconds);
   }
 
   nacked(backend: string): void {

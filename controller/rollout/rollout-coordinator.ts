@@ -7,7 +7,6 @@ import { toWire, type DesiredBackendState } from "../core/desired-store.js";
 import type { AgentStatus, RolloutStatus } from "../status/status-schema.js";
 import type { RolloutConfig } from "./rollout-config.js";
 import { abort, isFinal, pause, reopen, resume, rollback, rolloutStatus, sideOf, startRollout, stepRollout, type RolloutContext, type RolloutState, type Transition } from "./rollout-state.js";
-import type { RolloutStore } from "./rollout-store.js";
 import type { WaveObservation } from "./wave-judge.js";
 
 /*
@@ -22,6 +21,12 @@ export const stagedBackendsSchema = z.array(wireBackendSchema);
 export type StagedBackends = WireBackend[];
 export type Rollout = RolloutState<StagedBackends>;
 
+/** Where the rollout is kept: a file in stateDir (RolloutStore), or the leadership's Consul key. */
+export interface RolloutPersistence {
+  load(): Promise<Rollout | null>;
+  save(state: Rollout): Promise<void>;
+}
+
 export interface ConcernedAgent {
   id: string;
   labels: Readonly<Record<string, string>>;
@@ -32,7 +37,7 @@ export interface ConcernedAgent {
 export interface CoordinatorOptions {
   config: RolloutConfig;
   /** null: kept in memory only (no stateDir). */
-  store: RolloutStore<StagedBackends> | null;
+  store: RolloutPersistence | null;
   /** The agent as the status sees it, undefined when unknown. */
   agent(agentId: string): AgentStatus | undefined;
   /** The connected agents. */

@@ -40,7 +40,7 @@ export interface AgentView {
 
 export interface StatusInput {
   now: number;
-  controller: { version: string; startedAt: number };
+  controller: FleetStatus["controller"];
   agents: readonly AgentView[];
   /** Every backend's fleet-wide desired state. */
   backends: readonly DesiredBackendState[];

@@ -105,7 +105,12 @@ export type RolloutStatus = z.infer<typeof rolloutStatusSchema>;
 
 export const fleetStatusSchema = z.object({
   generatedAt: z.number(),
-  controller: z.object({ version: z.string(), startedAt: z.number() }),
+  controller: z.object({
+    version: z.string(),
+    startedAt: z.number(),
+    /** With several replicas (leadership configured): the replica leading rollouts, null while none does. */
+    rolloutLeader: z.string().nullable().optional(),
+  }),
   summary: z.object({
     agents: z.number().int().min(0),
     connected: z.number().int().min(0),

@@ -12,6 +12,8 @@ export interface StatusSources {
   rolloutSide(agentId: string): "baseline" | "target" | null;
   rollout(): RolloutStatus | null;
   controller: { version: string; startedAt: number };
+  /** Absent: no leadership configured. */
+  rolloutLeader?: () => string | null;
   clock: () => number;
 }
 
@@ -51,7 +53,7 @@ export class StatusService {
     const views = [...server.connected().map((stream) => this.connectedView(stream)), ...server.disconnected().map((departed) => this.departedView(departed))];
     return buildFleetStatus({
       now: clock(),
-      controller: this.sources.controller,
+      controller: this.sources.rolloutLeader === undefined ? this.sources.controller : { ...this.sources.controller, rolloutLeader: this.sources.rolloutLeader() },
       agents: views,
       backends: store.all(),
       frozen: server.frozen,

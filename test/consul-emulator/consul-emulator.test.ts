@@ -299,6 +299,364 @@ describe("the emulator's faults", () => {
   });
 });
 
+// ---- Sessions and KV ----
+
+async function put(path: string, body?: string, headers: Record<string, string> = {}): Promise<Answer> {
+  return request("PUT", path, body, headers);
+}
+
+async function request(method: string, path: string, body?: string, headers: Record<string, string> = {}): Promise<Answer> {
+  const started = Date.now();
+  const response = await fetch(`${emulator!.url}${path}`, { method, headers, body: body ?? null });
+  const text = await response.text();
+  return { status: response.status, index: response.headers.get("x-consul-index"), headers: response.headers, text, ms: Date.now() - started };
+}
+
+async function createSession(fields: Record<string, unknown> = {}): Promise<string> {
+  const answer = await put("/v1/session/create", JSON.stringify(fields));
+  expect(answer.status, answer.text).toBe(200);
+  return (JSON.parse(answer.text) as { ID: string }).ID;
+}
+
+interface KvEntry {
+  LockIndex: number;
+  Key: string;
+  Flags: number;
+  Value: string | null;
+  Session?: string;
+  CreateIndex: number;
+  ModifyIndex: number;
+}
+
+async function readKey(key: string): Promise<KvEntry | null> {
+  const answer = await get(`/v1/kv/${key}`);
+  if (answer.status === 404) return null;
+  expect(answer.status, answer.text).toBe(200);
+  return (JSON.parse(answer.text) as KvEntry[])[0]!;
+}
+
+function decoded(entry: KvEntry | null): string | null {
+  return entry?.Value == null ? null : Buffer.from(entry.Value, "base64").toString("utf8");
+}
+
+describe("the emulated sessions", () => {
+  it("creates a session with Consul's defaults, reads it back, and answers [] for an unknown one", async () => {
+    await start();
+    const id = await createSession({ Name: "hafleet-controller ctl-1", TTL: "15s" });
+
+    expect(id).toMatch(/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/);
+    const info = await get(`/v1/session/info/${id}`);
+    expect(JSON.parse(info.text)).toEqual([
+      { ID: id, Name: "hafleet-controller ctl-1", Node: "emulator-node", LockDelay: 15_000_000_000, Behavior: "release", TTL: "15s", NodeChecks: ["serfHealth"], ServiceChecks: null, CreateIndex: Number(info.index), ModifyIndex: Number(info.index) },
+    ]);
+    expect(await get("/v1/session/info/2f5a3f1e-0000-0000-0000-000000000000")).toMatchObject({ status: 200, text: "[]" });
+  });
+
+  it("checks TTL, Behavior, LockDelay and checks as Consul does", async () => {
+    await start();
+    expect(await put("/v1/session/create", '{"TTL": "5s"}')).toMatchObject({ status: 500, text: "Invalid Session TTL '5000000000', must be between [10s=24h0m0s]" });
+    expect(await put("/v1/session/create", '{"TTL": "25h"}')).toMatchObject({ status: 500, text: "Invalid Session TTL '90000000000000', must be between [10s=24h0m0s]" });
+    expect(await put("/v1/session/create", '{"TTL": "soon"}')).toMatchObject({ status: 500, text: 'Session TTL \'soon\' invalid: time: invalid duration "soon"' });
+    expect(await put("/v1/session/create", '{"Behavior": "keep"}')).toMatchObject({ status: 500, text: "Invalid Behavior setting 'keep'" });
+    expect(await put("/v1/session/create", '{"NodeChecks": ["nope"]}')).toMatchObject({ status: 500, text: "Missing check 'nope' registration" });
+    expect(await put("/v1/session/create", '{"Node": "elsewhere"}')).toMatchObject({ status: 500, text: "Missing node registration" });
+    expect((await put("/v1/session/create", "{not json")).status).toBe(400);
+
+    // A number below 1000 is taken as seconds, as Consul's FixupLockDelay does; "0s" means none.
+    const lockDelays = [];
+    for (const LockDelay of [5, "250ms", "0s", 2_000_000_000]) {
+      const id = await createSession({ LockDelay, TTL: "86400s" });
+      lockDelays.push((JSON.parse((await get(`/v1/session/info/${id}`)).text) as { LockDelay: number }[])[0]?.LockDelay);
+    }
+    expect(lockDelays).toEqual([5_000_000_000, 250_000_000, 0, 2_000_000_000]);
+  });
+
+  it("reads a create's body only when its length is announced, as Consul does", async () => {
+    await start();
+    // A chunked body with a TTL Consul would refuse: ignored, the session gets the defaults.
+    const text = await chunkedPut(`${emulator!.url}/v1/session/create`, '{"Name": "ignored", "TTL": "1s"}');
+    const id = (JSON.parse(text) as { ID: string }).ID;
+    expect(JSON.parse((await get(`/v1/session/info/${id}`)).text)).toMatchObject([{ Name: "", TTL: "" }]);
+  });
+
+  it("renew answers the session and keeps it alive past its TTL; destroy answers true, then renew 404", async () => {
+    const { consul } = await start({ sessionTtlMinMs: 100 });
+    const id = await createSession({ TTL: "600ms" });
+
+    // Ten renewals 100 ms apart outlive the TTL: each one restarted it.
+    for (let round = 0; round < 10; round += 1) {
+      const renewed = await put(`/v1/session/renew/${id}`);
+      expect(renewed.status).toBe(200);
+      expect(JSON.parse(renewed.text)).toMatchObject([{ ID: id, TTL: "600ms" }]);
+      await sleep(100);
+    }
+    expect(consul.sessionIds()).toEqual([id]);
+
+    expect(await put(`/v1/session/destroy/${id}`)).toMatchObject({ status: 200, text: "true" });
+    expect(await put(`/v1/session/destroy/${id}`)).toMatchObject({ status: 200, text: "true" });
+    expect(await put(`/v1/session/renew/${id}`)).toMatchObject({ status: 404, text: `Session id '${id}' not found` });
+    expect(await put("/v1/session/renew/")).toMatchObject({ status: 400, text: "Missing session" });
+    expect((await get(`/v1/session/renew/${id}`)).status).toBe(405);
+  });
+
+  it("expires a session not renewed within its TTL, releasing its lock and starting the key's lock-delay", async () => {
+    const { consul } = await start({ sessionTtlMinMs: 100 });
+    const id = await createSession({ TTL: "200ms", LockDelay: "60s" });
+    expect(await put(`/v1/kv/leader?acquire=${id}`, "me")).toMatchObject({ status: 200, text: "true" });
+    const held = await readKey("leader");
+
+    await until(() => consul.lockHolder("leader") === null);
+
+    const released = await readKey("leader");
+    expect(released).toMatchObject({ Key: "leader", LockIndex: 1, CreateIndex: held!.CreateIndex });
+    expect(released?.Session).toBeUndefined();
+    expect(released!.ModifyIndex).toBeGreaterThan(held!.ModifyIndex);
+    expect(decoded(released)).toBe("me");
+    expect(await get(`/v1/session/info/${id}`)).toMatchObject({ text: "[]" });
+    expect((await put(`/v1/session/renew/${id}`)).status).toBe(404);
+    const other = await createSession({ TTL: "10s" });
+    expect(await put(`/v1/kv/leader?acquire=${other}`, "other")).toMatchObject({ status: 200, text: "false" });
+  });
+
+  it("expireSession invalidates at once; Behavior delete deletes the keys the session held", async () => {
+    const { consul } = await start();
+    const releasing = await createSession({ TTL: "10s" });
+    const deleting = await createSession({ TTL: "10s", Behavior: "delete" });
+    await put(`/v1/kv/a?acquire=${releasing}`, "a");
+    await put(`/v1/kv/b?acquire=${deleting}`, "b");
+
+    consul.expireSession(releasing);
+    consul.expireSession(deleting);
+
+    expect(await readKey("a")).toMatchObject({ Key: "a", LockIndex: 1 });
+    expect((await readKey("a"))?.Session).toBeUndefined();
+    expect(await readKey("b")).toBeNull();
+    expect(consul.sessionIds()).toEqual([]);
+    expect(() => consul.expireSession(releasing)).toThrow(/no session/);
+  });
+
+  it("invalidates the sessions bound to serfHealth when it goes critical, and refuses new ones meanwhile", async () => {
+    const { consul } = await start();
+    const bound = await createSession({ TTL: "10s" });
+    const free = await createSession({ TTL: "10s", NodeChecks: [] });
+    await put(`/v1/kv/leader?acquire=${bound}`, "x");
+
+    consul.setNodeHealth("critical");
+
+    expect(consul.sessionIds()).toEqual([free]);
+    expect(consul.lockHolder("leader")).toBeNull();
+    expect(await put("/v1/session/create", "{}")).toMatchObject({ status: 500, text: "Check 'serfHealth' is in critical state" });
+  });
+
+  it("needs the management token for sessions and keys; session info is filtered instead", async () => {
+    await start({ token: "root", readTokens: { "only-web": ["web"] } });
+    expect(await put("/v1/session/create", "{}")).toMatchObject({ status: 403, text: "Permission denied" });
+    expect(await put("/v1/session/create", "{}", { "X-Consul-Token": "only-web" })).toMatchObject({ status: 403, text: "Permission denied" });
+    expect(await put("/v1/session/create", "{}", { "X-Consul-Token": "wrong" })).toMatchObject({ status: 403, text: "ACL not found" });
+    const created = await put("/v1/session/create", "{}", { "X-Consul-Token": "root" });
+    const id = (JSON.parse(created.text) as { ID: string }).ID;
+    expect(await get(`/v1/session/info/${id}`)).toMatchObject({ status: 200, text: "[]" });
+    expect(JSON.parse((await get(`/v1/session/info/${id}`, { "X-Consul-Token": "root" })).text)).toMatchObject([{ ID: id }]);
+    expect(await get("/v1/kv/leader")).toMatchObject({ status: 403, text: "Permission denied" });
+    expect(await put("/v1/kv/leader", "x", { "X-Consul-Token": "only-web" })).toMatchObject({ status: 403, text: "Permission denied" });
+    expect(await put("/v1/kv/leader", "x", { "X-Consul-Token": "root" })).toMatchObject({ status: 200, text: "true" });
+  });
+});
+
+describe("the emulated KV store", () => {
+  it("stores the raw body and answers Consul's entry: base64 Value (null when empty), flags, indexes; 404 when absent", async () => {
+    const { consul } = await start();
+    const absent = await get("/v1/kv/hafleet/leader");
+    expect(absent).toMatchObject({ status: 404, text: "" });
+    expect(Number(absent.index)).toBeGreaterThanOrEqual(1);
+
+    expect(await put("/v1/kv/hafleet/leader?flags=42", '{"a": "é"}')).toMatchObject({ status: 200, text: "true" });
+    const answer = await get("/v1/kv/hafleet/leader");
+
+    expect(answer.headers.get("content-type")).toBe("application/json");
+    expect(answer.index).toBe(String(consul.index));
+    expect(JSON.parse(answer.text)).toEqual([{ LockIndex: 0, Key: "hafleet/leader", Flags: 42, Value: Buffer.from('{"a": "é"}').toString("base64"), CreateIndex: consul.index, ModifyIndex: consul.index }]);
+    expect((await get("/v1/kv/hafleet/leader?raw")).text).toBe('{"a": "é"}');
+    await put("/v1/kv/hafleet/leader");
+    expect((await readKey("hafleet/leader"))?.Value).toBeNull();
+
+    expect(await get("/v1/kv/")).toMatchObject({ status: 400, text: "Missing key name" });
+    expect((await get("/v1/kv/hafleet?recurse")).status).toBe(400);
+    expect((await put("/v1/kv/big", "x".repeat(512 * 1024 + 1))).status).toBe(413);
+  });
+
+  it("acquire: true on a free key, false while another session holds it; the holder updates the value; release frees it", async () => {
+    await start();
+    const one = await createSession({ TTL: "10s" });
+    const two = await createSession({ TTL: "10s" });
+
+    expect((await put(`/v1/kv/leader?acquire=${one}`, "one")).text).toBe("true");
+    expect(await readKey("leader")).toMatchObject({ LockIndex: 1, Session: one });
+    expect((await put(`/v1/kv/leader?acquire=${two}`, "two")).text).toBe("false");
+    expect((await put(`/v1/kv/leader?acquire=${one}`, "one again")).text).toBe("true");
+    const updated = await readKey("leader");
+    expect(updated).toMatchObject({ LockIndex: 1, Session: one });
+    expect(decoded(updated)).toBe("one again");
+    // A plain write goes through a held lock, and keeps it held.
+    expect((await put("/v1/kv/leader", "plain")).text).toBe("true");
+    expect(await readKey("leader")).toMatchObject({ Session: one });
+
+    expect((await put(`/v1/kv/leader?release=${two}`, "x")).text).toBe("false");
+    expect((await put(`/v1/kv/leader?release=${one}`, "released")).text).toBe("true");
+    const released = await readKey("leader");
+    expect(released?.Session).toBeUndefined();
+    expect(decoded(released)).toBe("released");
+    // Released by hand, not invalidated: no lock-delay.
+    expect((await put(`/v1/kv/leader?acquire=${two}`, "two")).text).toBe("true");
+    expect(await readKey("leader")).toMatchObject({ LockIndex: 2, Session: two });
+
+    expect(await put("/v1/kv/leader?acquire=2f5a3f1e-0000-0000-0000-000000000000", "x")).toMatchObject({ status: 500, text: 'invalid session "2f5a3f1e-0000-0000-0000-000000000000"' });
+    expect(await put("/v1/kv/leader?acquire=", "x")).toMatchObject({ status: 500, text: "missing session" });
+    expect(await put(`/v1/kv/leader?acquire=${two}&cas=1`, "x")).toMatchObject({ status: 400, text: `Conflicting flags: acquire=${two}&cas=1\n` });
+  });
+
+  it("refuses an acquire during the lock-delay of a destroyed session, grants it after; LockDelay 0s has none", async () => {
+    const { consul } = await start();
+    const holder = await createSession({ TTL: "10s", LockDelay: "400ms" });
+    const waiting = await createSession({ TTL: "10s" });
+    await put(`/v1/kv/leader?acquire=${holder}`, "x");
+
+    await put(`/v1/session/destroy/${holder}`);
+
+    expect(consul.lockHolder("leader")).toBeNull();
+    expect((await put(`/v1/kv/leader?acquire=${waiting}`, "y")).text).toBe("false");
+    let granted = false;
+    for (let attempt = 0; attempt < 60 && !granted; attempt += 1) {
+      await sleep(50);
+      granted = (await put(`/v1/kv/leader?acquire=${waiting}`, "y")).text === "true";
+    }
+    expect(granted).toBe(true);
+
+    const quick = await createSession({ TTL: "10s", LockDelay: "0s" });
+    await put(`/v1/kv/other?acquire=${quick}`, "x");
+    consul.expireSession(quick);
+    expect((await put(`/v1/kv/other?acquire=${waiting}`, "y")).text).toBe("true");
+  });
+
+  it("cas: 0 creates only when absent, an index writes only when it matches; DELETE with and without cas", async () => {
+    await start();
+    expect((await put("/v1/kv/k?cas=0", "first")).text).toBe("true");
+    expect((await put("/v1/kv/k?cas=0", "second")).text).toBe("false");
+    const index = (await readKey("k"))!.ModifyIndex;
+    expect((await put(`/v1/kv/k?cas=${index + 1}`, "stale")).text).toBe("false");
+    expect((await put(`/v1/kv/k?cas=${index}`, "third")).text).toBe("true");
+    expect(decoded(await readKey("k"))).toBe("third");
+    expect(await put("/v1/kv/k?cas=x", "x")).toMatchObject({ status: 500, text: 'strconv.ParseUint: parsing "x": invalid syntax' });
+
+    expect((await request("DELETE", `/v1/kv/k?cas=${index}`)).text).toBe("false");
+    expect((await request("DELETE", "/v1/kv/k")).text).toBe("true");
+    expect(await readKey("k")).toBeNull();
+    expect((await request("DELETE", "/v1/kv/k?cas=5")).text).toBe("true");
+  });
+
+  it("holds a read at the current index until that key changes: not for another key, and its deletion counts", async () => {
+    const { consul } = await start();
+    await put("/v1/kv/leader", "v1");
+    const first = await get("/v1/kv/leader");
+
+    // A wait longer than the test's timeout: only the change can answer it.
+    const blocked = get(`/v1/kv/leader?index=${first.index}&wait=60s`);
+    await until(() => consul.heldQueries === 1);
+    await put("/v1/kv/elsewhere", "x");
+    await sleep(150);
+    expect(consul.heldQueries).toBe(1);
+    // Consul's index for a key is its table's: a fresh read at the old index answers at once.
+    const fresh = await get(`/v1/kv/leader?index=${first.index}&wait=5s`);
+    expect(Number(fresh.index)).toBeGreaterThan(Number(first.index));
+
+    await put("/v1/kv/leader", "v2");
+    const second = await blocked;
+    expect(Number(second.index)).toBe(consul.index);
+    expect(decoded((JSON.parse(second.text) as KvEntry[])[0]!)).toBe("v2");
+
+    const gone = get(`/v1/kv/leader?index=${second.index}&wait=60s`);
+    await until(() => consul.heldQueries === 1);
+    await request("DELETE", "/v1/kv/leader");
+    expect(await gone).toMatchObject({ status: 404, index: String(consul.index) });
+  });
+
+  it("answers a held read with the same index when the wait expires, and a read on an absent key when it appears", async () => {
+    const { consul } = await start({ random: () => 1 });
+    await put("/v1/kv/leader", "v1");
+    const first = await get("/v1/kv/leader");
+
+    const expired = await get(`/v1/kv/leader?index=${first.index}&wait=320ms`);
+    expect(expired).toMatchObject({ status: 200, index: first.index });
+
+    const absent = await get("/v1/kv/later");
+    const appearing = get(`/v1/kv/later?index=${absent.index}&wait=60s`);
+    await until(() => consul.heldQueries === 1);
+    await put("/v1/kv/later", "here");
+    expect(decoded((JSON.parse((await appearing).text) as KvEntry[])[0]!)).toBe("here");
+  });
+
+  it("does not move the index for a write that changes nothing", async () => {
+    const { consul } = await start();
+    const id = await createSession({ TTL: "10s" });
+    await put(`/v1/kv/leader?acquire=${id}`, "same");
+    const index = consul.index;
+    await put(`/v1/kv/leader?acquire=${id}`, "same");
+    await put("/v1/kv/leader", "same");
+    expect(consul.index).toBe(index);
+  });
+});
+
+describe("the emulator's faults on sessions and keys", () => {
+  it("failNext scoped to a session fails its renewals alone, which then renew nothing", async () => {
+    const { consul } = await start({ sessionTtlMinMs: 100 });
+    const failing = await createSession({ TTL: "300ms" });
+    const healthy = await createSession({ TTL: "10s" });
+
+    consul.failNext(100, 500, "rpc error: No cluster leader", { endpoint: "session", target: failing });
+
+    expect(await put(`/v1/session/renew/${failing}`)).toMatchObject({ status: 500, text: "rpc error: No cluster leader" });
+    expect((await put(`/v1/session/renew/${healthy}`)).status).toBe(200);
+    for (let round = 0; round < 20 && consul.sessionIds().includes(failing); round += 1) {
+      await put(`/v1/session/renew/${failing}`);
+      await sleep(50);
+    }
+    expect(consul.sessionIds()).toEqual([healthy]);
+    consul.clearFaults();
+    expect((await put(`/v1/session/renew/${failing}`)).status).toBe(404);
+  });
+
+  it("failNext scoped to a key's reads fails a held read at once and leaves its writes alone", async () => {
+    const { consul } = await start();
+    await put("/v1/kv/leader", "v1");
+    const first = await get("/v1/kv/leader");
+    const blocked = get(`/v1/kv/leader?index=${first.index}&wait=5s`);
+    await until(() => consul.heldQueries === 1);
+
+    consul.failNext(2, 503, "down", { endpoint: "kv", target: "leader", method: "GET" });
+
+    expect(await blocked).toMatchObject({ status: 503, text: "down" });
+    expect((await put("/v1/kv/leader", "v2")).text).toBe("true");
+    expect((await get("/v1/kv/leader")).status).toBe(503);
+    expect(decoded(await readKey("leader"))).toBe("v2");
+  });
+
+  it("delay scoped to a session holds its requests alone", async () => {
+    const { consul } = await start();
+    const slow = await createSession({ TTL: "10s" });
+    const quick = await createSession({ TTL: "10s" });
+    consul.delay(3000, { endpoint: "session", target: slow });
+
+    let slowAnswered = false;
+    const slowRenew = put(`/v1/session/renew/${slow}`).then((answer) => {
+      slowAnswered = true;
+      return answer;
+    });
+    expect((await put(`/v1/session/renew/${quick}`)).status).toBe(200);
+    expect(slowAnswered).toBe(false);
+    expect((await slowRenew).status).toBe(200);
+  });
+});
+
 describe("parseGoDuration", () => {
   it.each([
     ["5s", 5000],
@@ -329,6 +687,20 @@ async function until(condition: () => boolean, timeoutMs = 3000): Promise<void> 
 
 function sleep(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+/** A PUT whose body goes chunked, with no Content-Length. */
+function chunkedPut(url: string, body: string): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const outgoing = http.request(url, { method: "PUT", headers: { "transfer-encoding": "chunked" } }, (response) => {
+      let text = "";
+      response.on("data", (chunk: Buffer) => (text += chunk.toString()));
+      response.on("end", () => resolve(text));
+      response.on("error", reject);
+    });
+    outgoing.on("error", reject);
+    outgoing.end(body);
+  });
 }
 
 function rawGet(url: string): Promise<string> {

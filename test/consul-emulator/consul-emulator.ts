@@ -1,3 +1,4 @@
+import { randomUUID } from "node:crypto";
 import http from "node:http";
 import type { AddressInfo, Socket } from "node:net";
 
@@ -15,8 +16,24 @@ import type { AddressInfo, Socket } from "node:net";
  * - ACLs with default deny when started with a token: an unknown token gets 403 "ACL not
  *   found", a write without permission 403 "Permission denied", a read without permission
  *   gets its results filtered (and the X-Consul-Results-Filtered-By-ACLs header, except for
- *   the anonymous token).
- * Faults are injected from tests: failNext, resetIndex, respondWith, delay, setNodeHealth.
+ *   the anonymous token). Sessions and KV need the management token (403 otherwise);
+ *   session info is filtered to `[]` instead;
+ * - sessions (`/v1/session/create|renew|destroy|info`): TTL between `sessionTtlMinMs`
+ *   (Consul's `session_ttl_min`, 10 s) and 24 h, LockDelay (15 s by default, capped at 60 s
+ *   when applied, a number below 1000 read as seconds), Behavior release|delete, NodeChecks
+ *   (default serfHealth: the node's check going critical invalidates the session). A session
+ *   not renewed expires exactly TTL after its creation or last renewal: the earliest moment
+ *   Consul allows (Consul's servers wait twice the TTL), so a client that fences itself in
+ *   time is tested against the worst case. Invalidation releases (or deletes) every key the
+ *   session holds at one index and starts each key's lock-delay. Info does not block;
+ * - KV (`/v1/kv/:key`): GET (blocking like health, woken only by a change of that key, and
+ *   answering with the index of the last KV write of any key, as Consul's table index does;
+ *   404 with the index when absent; `?raw`), PUT with `?acquire`, `?release`, `?cas`,
+ *   `?flags` (true/false; an acquire is refused during the key's lock-delay), DELETE (with
+ *   `?cas`). `?recurse` and `?keys` are refused as not emulated.
+ * Faults are injected from tests: failNext, resetIndex, respondWith, delay, setNodeHealth,
+ * expireSession. failNext and delay take a scope: health (default), session or kv, and one
+ * service, session id or key.
  */
 
 export type CheckStatus = "passing" | "warning" | "critical";
@@ -31,6 +48,20 @@ export interface ConsulEmulatorOptions {
   readTokens?: Record<string, readonly string[]>;
   /** For the blocking jitter; Math.random by default. */
   random?: () => number;
+  /** Consul's `session_ttl_min` (10 s): tests lower it to keep sessions short. */
+  sessionTtlMinMs?: number;
+}
+
+/** Which API a fault or a delay hits. */
+export type Endpoint = "health" | "session" | "kv";
+
+export interface FaultScope {
+  /** Default: health. */
+  endpoint?: Endpoint;
+  /** One service, session id or key (default: any). */
+  target?: string;
+  /** Faults only: requests of this method alone (a key's reads, not its writes). */
+  method?: "GET" | "PUT" | "DELETE";
 }
 
 export interface RespondWithOptions {
@@ -53,7 +84,9 @@ interface Fault {
   body: Buffer;
   index: number | string | null | "new";
   remaining: number;
-  service: string | null;
+  endpoint: Endpoint;
+  target: string | null;
+  method: string | null;
   chunked: boolean;
   cutAfter: number | null;
 }
@@ -87,9 +120,35 @@ interface CheckRecord {
 }
 
 interface Waiter {
-  service: string;
-  minIndex: number;
+  endpoint: Endpoint;
+  target: string;
+  /** Whatever the query watches moved since it was held. */
+  changed(): boolean;
   wake(fault: Fault | null): void;
+}
+
+interface SessionRecord {
+  ID: string;
+  Name: string;
+  Node: string;
+  lockDelayMs: number;
+  Behavior: "release" | "delete";
+  TTL: string;
+  ttlMs: number;
+  NodeChecks: string[];
+  CreateIndex: number;
+  ModifyIndex: number;
+  timer: NodeJS.Timeout | null;
+}
+
+interface KvRecord {
+  Key: string;
+  Value: Buffer | null;
+  Flags: number;
+  LockIndex: number;
+  Session: string;
+  CreateIndex: number;
+  ModifyIndex: number;
 }
 
 class HttpFailure extends Error {
@@ -102,6 +161,9 @@ class HttpFailure extends Error {
 }
 
 const MAX_WAIT_MS = 10 * 60_000;
+const SESSION_TTL_MAX_MS = 24 * 3_600_000;
+const MAX_LOCK_DELAY_MS = 60_000;
+const KV_MAX_VALUE_BYTES = 512 * 1024;
 const DEFAULT_WAIT_MS = 5 * 60_000;
 const NODE_ID = "2f5a3f1e-7c43-4b1b-9d0e-6c1f8a9b0c11";
 const SERF_CHECK = "serfHealth";
@@ -126,9 +188,17 @@ export class ConsulEmulator {
   private readonly waiters = new Set<Waiter>();
   private readonly queriesByService = new Map<string, number>();
   private readonly random: () => number;
+  private readonly sessions = new Map<string, SessionRecord>();
+  private readonly kv = new Map<string, KvRecord>();
+  /** Per key, the index of its last change, deletion included: what wakes a query held on it. */
+  private readonly keyChanges = new Map<string, number>();
+  private readonly lockDelays = new Map<string, number>();
+  /** Per endpoint, or endpoint and target (`kv:a/b`). */
+  private readonly delays = new Map<string, number>();
   private faults: Fault[] = [];
-  private delayMs = 0;
   private globalIndex = 0;
+  private kvIndex = 0;
+  private sessionsIndex = 0;
   private extinctionIndex = 0;
   private closed = false;
   private port = 0;
@@ -197,11 +267,31 @@ export class ConsulEmulator {
     return Math.max(1, index);
   }
 
+  /** The session holding `key`'s lock, or null. */
+  lockHolder(key: string): string | null {
+    const holder = this.kv.get(key)?.Session ?? "";
+    return holder === "" ? null : holder;
+  }
+
+  /** The sessions alive now. */
+  sessionIds(): string[] {
+    return [...this.sessions.keys()];
+  }
+
   // ---- Faults ----
 
-  /** The next `count` health answers (held queries included) are `status` with `body`. */
-  failNext(count: number, status = 500, body = "No cluster leader"): void {
-    this.addFault({ kind: "fail", status, body: Buffer.from(body), index: null, remaining: count, service: null, chunked: false, cutAfter: null });
+  /**
+   * The next `count` answers in `scope` (held queries included) are `status` with `body`;
+   * the request does nothing else (a failed renew does not renew).
+   */
+  failNext(count: number, status = 500, body = "No cluster leader", scope: FaultScope = {}): void {
+    const { endpoint, target } = faultTarget(scope);
+    this.addFault({ kind: "fail", status, body: Buffer.from(body), index: null, remaining: count, endpoint, target, method: scope.method ?? null, chunked: false, cutAfter: null });
+  }
+
+  /** Drops every pending failNext and respondWith. */
+  clearFaults(): void {
+    this.faults = [];
   }
 
   /** The next health answer(s) carry `body` as is: hostile, truncated or huge payloads. */
@@ -212,15 +302,24 @@ export class ConsulEmulator {
       body: typeof body === "string" ? Buffer.from(body) : body,
       index: options.index === undefined ? "new" : options.index,
       remaining: options.times ?? 1,
-      service: options.service?.toLowerCase() ?? null,
+      endpoint: "health",
+      target: options.service?.toLowerCase() ?? null,
+      method: null,
       chunked: options.chunked ?? false,
       cutAfter: options.cutAfter ?? null,
     });
   }
 
-  /** Health queries wait this long before they are even looked at (0: no delay). */
-  delay(ms: number): void {
-    this.delayMs = ms;
+  /** Requests in `scope` wait this long before they are even looked at (0: no delay). */
+  delay(ms: number, scope: FaultScope = {}): void {
+    const { endpoint, target } = faultTarget(scope);
+    this.delays.set(target === null ? endpoint : `${endpoint}:${target}`, ms);
+  }
+
+  /** Invalidates a session at once, as its TTL running out would. */
+  expireSession(id: string): void {
+    if (!this.sessions.has(id)) throw new Error(`no session ${id}`);
+    this.invalidateSession(id);
   }
 
   /**
@@ -230,6 +329,7 @@ export class ConsulEmulator {
   resetIndex(to = 1): void {
     this.globalIndex = to;
     this.extinctionIndex = Math.min(this.extinctionIndex, to);
+    this.kvIndex = Math.min(this.kvIndex, to);
     for (const [name, index] of this.serviceIndexes) this.serviceIndexes.set(name, Math.min(index, to));
     for (const waiter of [...this.waiters]) waiter.wake(null);
   }
@@ -242,6 +342,7 @@ export class ConsulEmulator {
   async close(): Promise<void> {
     this.closed = true;
     for (const check of this.checks.values()) if (check.timer !== null) clearTimeout(check.timer);
+    for (const session of this.sessions.values()) if (session.timer !== null) clearTimeout(session.timer);
     for (const waiter of [...this.waiters]) waiter.wake(null);
     const closing = new Promise<void>((resolve) => this.server.close(() => resolve()));
     for (const socket of this.sockets) socket.destroy();
@@ -260,6 +361,10 @@ export class ConsulEmulator {
       if (request.method !== "GET") throw new HttpFailure(405, `method ${request.method} not allowed`);
       return this.healthService(decodeURIComponent(health[1]!), url, token, response);
     }
+    const kv = /^\/v1\/kv\/(.*)$/s.exec(path);
+    if (kv !== null) return this.kvEndpoint(request, decodeURIComponent(kv[1]!), url, token, response);
+    const session = /^\/v1\/session\/(create|renew|destroy|info)(?:\/(.*))?$/s.exec(path);
+    if (session !== null) return this.sessionEndpoint(request, session[1]!, decodeURIComponent(session[2] ?? ""), token, response);
     const routes: [RegExp, (match: RegExpExecArray, body: unknown) => void][] = [
       [/^\/v1\/agent\/service\/register$/, (_match, body) => this.register(body, url.searchParams.get("replace-existing-checks"))],
       [/^\/v1\/agent\/service\/deregister\/([^/]+)$/, (match) => this.deregister(decodeURIComponent(match[1]!))],
@@ -274,15 +379,7 @@ export class ConsulEmulator {
       if (request.method !== "PUT") throw new HttpFailure(405, `method ${request.method} not allowed`);
       if (token.kind !== "management") throw new HttpFailure(403, "Permission denied");
       const text = await readBody(request);
-      let body: unknown = null;
-      if (text.trim() !== "") {
-        try {
-          body = JSON.parse(text);
-        } catch (error) {
-          throw new HttpFailure(400, `Request decode failed: ${(error as Error).message}`);
-        }
-      }
-      run(match, body);
+      run(match, text.trim() === "" ? null : parseJsonBody(text));
       send(response, 200, "");
       return;
     }
@@ -305,14 +402,14 @@ export class ConsulEmulator {
     this.queriesByService.set(name, (this.queriesByService.get(name) ?? 0) + 1);
     const params = url.searchParams;
     this.queryLog.push({ service, index: params.get("index"), wait: params.get("wait"), passing: params.get("passing"), tags: params.getAll("tag") });
-    if (this.delayMs > 0) await sleep(this.delayMs);
+    const delayMs = this.delayFor("health", name);
+    if (delayMs > 0) await sleep(delayMs);
     if (this.closed || response.destroyed) return;
 
-    const immediate = this.takeFault(name);
+    const immediate = this.takeFault("health", name, "GET");
     if (immediate !== null) return this.answerFault(immediate, response);
 
-    const dc = url.searchParams.get("dc");
-    if (dc !== null && dc !== "" && dc !== this.datacenter) throw new HttpFailure(500, "No path to datacenter");
+    this.checkDatacenter(url);
     const passing = parsePassing(url.searchParams);
     const tags = url.searchParams.getAll("tag");
     const minIndex = parseIndex(url.searchParams.get("index"));
@@ -320,13 +417,33 @@ export class ConsulEmulator {
 
     const answer = () => this.answerHealth(name, tags, passing, token, response);
     if (minIndex === 0 || this.serviceIndex(name) > minIndex) return answer();
+    await this.hold({ endpoint: "health", target: name, changed: () => this.serviceIndex(name) > minIndex }, waitMs, response, answer);
+  }
 
+  /** The delay in force for a request: its target's, else its endpoint's. */
+  private delayFor(endpoint: Endpoint, target: string): number {
+    return this.delays.get(`${endpoint}:${target}`) ?? this.delays.get(endpoint) ?? 0;
+  }
+
+  /** Waits out the delay in force for the request; false when nothing is left to answer. */
+  private async admit(endpoint: Endpoint, target: string, response: http.ServerResponse): Promise<boolean> {
+    const delayMs = this.delayFor(endpoint, target);
+    if (delayMs > 0) await sleep(delayMs);
+    return !this.closed && !response.destroyed;
+  }
+
+  private checkDatacenter(url: URL): void {
+    const dc = url.searchParams.get("dc");
+    if (dc !== null && dc !== "" && dc !== this.datacenter) throw new HttpFailure(500, "No path to datacenter");
+  }
+
+  /** A blocking query: answers when what it watches changes, a fault comes, or `wait` (plus jitter) runs out. */
+  private async hold(watch: Pick<Waiter, "endpoint" | "target" | "changed">, waitMs: number, response: http.ServerResponse, answer: () => void): Promise<void> {
     // Consul spreads wake-ups: up to wait/16 more than asked.
     const timeoutMs = waitMs + this.random() * (waitMs / 16);
     await new Promise<void>((resolve) => {
       const waiter: Waiter = {
-        service: name,
-        minIndex,
+        ...watch,
         wake: (fault) => {
           if (!this.waiters.delete(waiter)) return;
           clearTimeout(timer);
@@ -401,17 +518,247 @@ export class ConsulEmulator {
     this.faults.push(fault);
     // Held queries answer with it at once, as if something had changed.
     for (const waiter of [...this.waiters]) {
-      const taken = this.takeFault(waiter.service);
+      const taken = this.takeFault(waiter.endpoint, waiter.target, "GET");
       if (taken !== null) waiter.wake(taken);
     }
   }
 
-  private takeFault(service: string): Fault | null {
-    const fault = this.faults.find((candidate) => candidate.service === null || candidate.service === service);
+  private takeFault(endpoint: Endpoint, target: string, method: string): Fault | null {
+    const fault = this.faults.find((candidate) => candidate.endpoint === endpoint && (candidate.target === null || candidate.target === target) && (candidate.method === null || candidate.method === method));
     if (fault === undefined) return null;
     fault.remaining -= 1;
     if (fault.remaining <= 0) this.faults = this.faults.filter((candidate) => candidate !== fault);
     return fault;
+  }
+
+  // ---- Sessions ----
+
+  private async sessionEndpoint(request: http.IncomingMessage, operation: string, id: string, token: Token, response: http.ServerResponse): Promise<void> {
+    const method = operation === "info" ? "GET" : "PUT";
+    if (request.method !== method) throw new HttpFailure(405, `method ${request.method} not allowed`);
+    // Consul reads a create's body only when its length is announced (a chunked one is ignored).
+    const announced = Number(request.headers["content-length"] ?? 0) > 0;
+    const body = await readBytes(request);
+    if (!(await this.admit("session", id, response))) return;
+    const fault = this.takeFault("session", id, method);
+    if (fault !== null) return this.answerFault(fault, response);
+    if (operation !== "create" && id === "") throw new HttpFailure(400, "Missing session");
+
+    if (operation === "info") {
+      const session = this.sessions.get(id);
+      const visible = session !== undefined && token.kind === "management" ? [this.sessionJson(session)] : [];
+      send(response, 200, JSON.stringify(visible), { "X-Consul-Index": String(Math.max(1, this.sessionsIndex)) }, "application/json");
+      return;
+    }
+    if (token.kind !== "management") throw new HttpFailure(403, "Permission denied");
+    if (operation === "create") {
+      const created = this.createSession(announced ? parseJsonBody(body.toString("utf8")) : null);
+      send(response, 200, JSON.stringify({ ID: created.ID }), {}, "application/json");
+      return;
+    }
+    if (operation === "destroy") {
+      if (this.sessions.has(id)) this.invalidateSession(id);
+      send(response, 200, "true", {}, "application/json");
+      return;
+    }
+    const session = this.sessions.get(id);
+    if (session === undefined) throw new HttpFailure(404, `Session id '${id}' not found`);
+    this.armSessionTtl(session);
+    send(response, 200, JSON.stringify([this.sessionJson(session)]), {}, "application/json");
+  }
+
+  private createSession(body: unknown): SessionRecord {
+    if (body !== null && !isRecord(body)) throw new HttpFailure(400, "Request decode failed: body must be a JSON object");
+    const fields = body ?? {};
+    const node = stringField(fields, "Node", this.nodeName);
+    if (node !== this.nodeName) throw new HttpFailure(500, "Missing node registration");
+    const behavior = stringField(fields, "Behavior", "") || "release";
+    if (behavior !== "release" && behavior !== "delete") throw new HttpFailure(500, `Invalid Behavior setting '${behavior}'`);
+    const ttl = stringField(fields, "TTL", "");
+    const ttlMs = ttl === "" ? 0 : parseGoDuration(ttl);
+    if (ttlMs === null) throw new HttpFailure(500, `Session TTL '${ttl}' invalid: time: invalid duration "${ttl}"`);
+    const minMs = this.options.sessionTtlMinMs ?? 10_000;
+    if (ttlMs !== 0 && (ttlMs < minMs || ttlMs > SESSION_TTL_MAX_MS)) {
+      throw new HttpFailure(500, `Invalid Session TTL '${Math.round(ttlMs * 1e6)}', must be between [${formatGoDuration(minMs)}=${formatGoDuration(SESSION_TTL_MAX_MS)}]`);
+    }
+    // Listing checks replaces the default serfHealth; an empty list binds the session to none.
+    const listed = ["NodeChecks", "Checks"].find((name) => field(fields, name) !== undefined);
+    const checks = listed === undefined ? [SERF_CHECK] : arrayField(fields, listed);
+    for (const checkId of checks) {
+      const check = typeof checkId === "string" ? this.checks.get(checkId) : undefined;
+      if (check === undefined || check.ServiceID !== "") throw new HttpFailure(500, `Missing check '${String(checkId)}' registration`);
+      if (check.Status === "critical") throw new HttpFailure(500, `Check '${check.CheckID}' is in critical state`);
+    }
+    this.globalIndex += 1;
+    this.sessionsIndex = this.globalIndex;
+    const session: SessionRecord = {
+      ID: randomUUID(),
+      Name: stringField(fields, "Name", ""),
+      Node: node,
+      lockDelayMs: parseLockDelay(field(fields, "LockDelay")),
+      Behavior: behavior,
+      TTL: ttl,
+      ttlMs,
+      NodeChecks: checks as string[],
+      CreateIndex: this.globalIndex,
+      ModifyIndex: this.globalIndex,
+      timer: null,
+    };
+    this.sessions.set(session.ID, session);
+    this.armSessionTtl(session);
+    return session;
+  }
+
+  private armSessionTtl(session: SessionRecord): void {
+    if (session.timer !== null) clearTimeout(session.timer);
+    session.timer = null;
+    if (session.ttlMs === 0 || this.closed) return;
+    session.timer = setTimeout(() => this.invalidateSession(session.ID), session.ttlMs);
+    session.timer.unref();
+  }
+
+  /** The session goes, and with it its locks: released (or deleted) at one index, each with its lock-delay. */
+  private invalidateSession(id: string): void {
+    const session = this.sessions.get(id);
+    if (session === undefined) return;
+    if (session.timer !== null) clearTimeout(session.timer);
+    this.sessions.delete(id);
+    this.globalIndex += 1;
+    const index = this.globalIndex;
+    this.sessionsIndex = index;
+    const delayUntil = Date.now() + Math.min(session.lockDelayMs, MAX_LOCK_DELAY_MS);
+    for (const entry of [...this.kv.values()]) {
+      if (entry.Session !== id) continue;
+      if (session.Behavior === "delete") this.kv.delete(entry.Key);
+      else {
+        entry.Session = "";
+        entry.ModifyIndex = index;
+      }
+      this.keyChanges.set(entry.Key, index);
+      this.kvIndex = index;
+      if (session.lockDelayMs > 0) this.lockDelays.set(entry.Key, delayUntil);
+    }
+    this.wakeWaiters();
+  }
+
+  private sessionJson(session: SessionRecord): unknown {
+    return {
+      ID: session.ID,
+      Name: session.Name,
+      Node: session.Node,
+      LockDelay: Math.round(session.lockDelayMs * 1e6),
+      Behavior: session.Behavior,
+      TTL: session.TTL,
+      NodeChecks: session.NodeChecks,
+      ServiceChecks: null,
+      CreateIndex: session.CreateIndex,
+      ModifyIndex: session.ModifyIndex,
+    };
+  }
+
+  // ---- KV ----
+
+  private async kvEndpoint(request: http.IncomingMessage, key: string, url: URL, token: Token, response: http.ServerResponse): Promise<void> {
+    const method = request.method ?? "";
+    if (!["GET", "PUT", "DELETE"].includes(method)) throw new HttpFailure(405, `method ${method} not allowed`);
+    const params = url.searchParams;
+    if (params.has("recurse") || params.has("keys")) throw new HttpFailure(400, "the emulator does not support ?recurse or ?keys");
+    const body = await readBytes(request);
+    if (!(await this.admit("kv", key, response))) return;
+    const fault = this.takeFault("kv", key, method);
+    if (fault !== null) return this.answerFault(fault, response);
+    if (key === "") throw new HttpFailure(400, "Missing key name");
+    this.checkDatacenter(url);
+    if (token.kind !== "management") throw new HttpFailure(403, "Permission denied");
+
+    if (method === "GET") {
+      const minIndex = parseIndex(params.get("index"));
+      const waitMs = parseWait(params.get("wait"));
+      const answer = () => this.answerKey(key, params.has("raw"), response);
+      if (minIndex === 0 || this.kvTableIndex() > minIndex) return answer();
+      const since = this.keyChanges.get(key) ?? 0;
+      await this.hold({ endpoint: "kv", target: key, changed: () => (this.keyChanges.get(key) ?? 0) !== since }, waitMs, response, answer);
+      return;
+    }
+    if (method === "DELETE") {
+      send(response, 200, JSON.stringify(this.deleteKey(key, params)), {}, "application/json");
+      return;
+    }
+    const exclusive = ["cas", "acquire", "release"].filter((flag) => params.has(flag));
+    if (exclusive.length > 1) throw new HttpFailure(400, `Conflicting flags: ${encodeSorted(params)}\n`);
+    const declared = Number(request.headers["content-length"] ?? body.length);
+    if (declared > KV_MAX_VALUE_BYTES) {
+      throw new HttpFailure(413, `Request body(${declared} bytes) too large, max size: ${KV_MAX_VALUE_BYTES} bytes. See https://developer.hashicorp.com/docs/agent/config/config-files#kv_max_value_size.`);
+    }
+    send(response, 200, JSON.stringify(this.putKey(key, body, params)), {}, "application/json");
+  }
+
+  /** Consul's X-Consul-Index for a key: its table's, the last KV write of any key (never below 1). */
+  private kvTableIndex(): number {
+    return Math.max(1, this.kvIndex);
+  }
+
+  private answerKey(key: string, raw: boolean, response: http.ServerResponse): void {
+    const headers = { "X-Consul-Index": String(this.kvTableIndex()), "X-Consul-KnownLeader": "true", "X-Consul-LastContact": "0" };
+    const entry = this.kv.get(key);
+    if (entry === undefined) send(response, 404, "", headers);
+    else if (raw) send(response, 200, entry.Value ?? Buffer.alloc(0), headers, "text/plain");
+    else send(response, 200, JSON.stringify([kvJson(entry)]), headers, "application/json");
+  }
+
+  private putKey(key: string, body: Buffer, params: URLSearchParams): boolean {
+    const flags = params.has("flags") ? parseUint(params.get("flags") ?? "") : 0;
+    const existing = this.kv.get(key);
+    const next: KvRecord = { Key: key, Value: body.length === 0 ? null : body, Flags: flags, LockIndex: existing?.LockIndex ?? 0, Session: existing?.Session ?? "", CreateIndex: 0, ModifyIndex: 0 };
+    if (params.has("acquire")) {
+      const session = params.get("acquire") ?? "";
+      // Consul's leader refuses during a lock-delay before anything else is looked at.
+      if ((this.lockDelays.get(key) ?? 0) > Date.now()) return false;
+      if (session === "") throw new HttpFailure(500, "missing session");
+      if (!this.sessions.has(session)) throw new HttpFailure(500, `invalid session "${session}"`);
+      if (existing !== undefined && existing.Session !== "" && existing.Session !== session) return false;
+      if (existing?.Session !== session) next.LockIndex += 1;
+      next.Session = session;
+    } else if (params.has("release")) {
+      const session = params.get("release") ?? "";
+      if (session === "") throw new HttpFailure(500, "missing session");
+      if (existing === undefined || existing.Session !== session) return false;
+      next.Session = "";
+    } else if (params.has("cas")) {
+      const cas = parseUint(params.get("cas") ?? "");
+      if (cas === 0 ? existing !== undefined : existing?.ModifyIndex !== cas) return false;
+    }
+    this.setKey(existing, next);
+    return true;
+  }
+
+  private setKey(existing: KvRecord | undefined, next: KvRecord): void {
+    // Consul skips a write that changes nothing: no new index, nobody woken.
+    if (existing !== undefined && kvFingerprint(existing) === kvFingerprint(next)) return;
+    this.globalIndex += 1;
+    next.CreateIndex = existing?.CreateIndex ?? this.globalIndex;
+    next.ModifyIndex = this.globalIndex;
+    this.kv.set(next.Key, next);
+    this.keyChanges.set(next.Key, this.globalIndex);
+    this.kvIndex = this.globalIndex;
+    this.wakeWaiters();
+  }
+
+  private deleteKey(key: string, params: URLSearchParams): boolean {
+    const existing = this.kv.get(key);
+    if (params.has("cas")) {
+      const cas = parseUint(params.get("cas") ?? "");
+      if (existing === undefined) return true;
+      if (existing.ModifyIndex !== cas) return false;
+    }
+    if (existing === undefined) return true;
+    this.globalIndex += 1;
+    this.kv.delete(key);
+    // The tombstone keeps the table's index from going back.
+    this.keyChanges.set(key, this.globalIndex);
+    this.kvIndex = this.globalIndex;
+    this.wakeWaiters();
+    return true;
   }
 
   // ---- The catalog ----
@@ -532,6 +879,8 @@ export class ConsulEmulator {
       check.Status = status;
       check.Output = output;
     });
+    // A session is bound to its checks: one going critical invalidates it.
+    if (status === "critical") for (const session of [...this.sessions.values()]) if (session.NodeChecks.includes(checkId)) this.invalidateSession(session.ID);
   }
 
   /**
@@ -568,7 +917,7 @@ export class ConsulEmulator {
   }
 
   private wakeWaiters(): void {
-    for (const waiter of [...this.waiters]) if (this.serviceIndex(waiter.service) > waiter.minIndex) waiter.wake(null);
+    for (const waiter of [...this.waiters]) if (waiter.changed()) waiter.wake(null);
   }
 
   private fingerprint(name: string): string {
@@ -678,6 +1027,67 @@ function checkSpec(definition: Record<string, unknown>, serviceId: string, servi
   const status = stringField(definition, "Status", "critical");
   if (!isStatus(status)) throw new HttpFailure(400, `Invalid check status: ${JSON.stringify(status)}`);
   return { CheckID: checkId, Name: stringField(definition, "Name", "") || `Service '${serviceName}' check`, Status: status, Notes: stringField(definition, "Notes", ""), ServiceID: serviceId, ServiceName: serviceName, ttlMs };
+}
+
+function kvJson(entry: KvRecord): unknown {
+  return {
+    LockIndex: entry.LockIndex,
+    Key: entry.Key,
+    Flags: entry.Flags,
+    Value: entry.Value === null ? null : entry.Value.toString("base64"),
+    ...(entry.Session === "" ? {} : { Session: entry.Session }),
+    CreateIndex: entry.CreateIndex,
+    ModifyIndex: entry.ModifyIndex,
+  };
+}
+
+function kvFingerprint(entry: KvRecord): string {
+  return JSON.stringify([entry.Value?.toString("base64") ?? null, entry.Flags, entry.LockIndex, entry.Session]);
+}
+
+function faultTarget(scope: FaultScope): { endpoint: Endpoint; target: string | null } {
+  const endpoint = scope.endpoint ?? "health";
+  const target = scope.target ?? null;
+  return { endpoint, target: endpoint === "health" && target !== null ? target.toLowerCase() : target };
+}
+
+/** Consul's session LockDelay: a Go duration string or nanoseconds; below 1000 it means seconds. */
+function parseLockDelay(value: unknown): number {
+  if (value === undefined || value === null) return 15_000;
+  let ns: number;
+  if (typeof value === "string") {
+    const ms = parseGoDuration(value);
+    if (ms === null) throw new HttpFailure(400, `Request decode failed: time: invalid duration "${value}"`);
+    ns = ms * 1e6;
+  } else if (typeof value === "number") ns = value;
+  else throw new HttpFailure(400, "Request decode failed: LockDelay must be a duration");
+  if (ns < 1000) ns *= 1e9;
+  return ns / 1e6;
+}
+
+/** Go's strconv.ParseUint as Consul uses it for ?cas and ?flags (a failure is a 500). */
+function parseUint(text: string): number {
+  if (!/^[0-9]+$/.test(text)) throw new HttpFailure(500, `strconv.ParseUint: parsing ${JSON.stringify(text)}: invalid syntax`);
+  const value = Number(text);
+  if (!Number.isSafeInteger(value)) throw new HttpFailure(400, `the emulator keeps ${text} only up to 2^53`);
+  return value;
+}
+
+/** Go's url.Values.Encode: keys sorted. */
+function encodeSorted(params: URLSearchParams): string {
+  const sorted = new URLSearchParams([...params].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)));
+  return sorted.toString();
+}
+
+/** Go's Duration.String for whole milliseconds: "500ms", "10s", "1m30s", "24h0m0s". */
+function formatGoDuration(ms: number): string {
+  if (ms < 1000) return `${ms}ms`;
+  const hours = Math.floor(ms / 3_600_000);
+  const minutes = Math.floor((ms % 3_600_000) / 60_000);
+  const seconds = (ms % 60_000) / 1000;
+  if (hours > 0) return `${hours}h${minutes}m${seconds}s`;
+  if (minutes > 0) return `${minutes}m${seconds}s`;
+  return `${seconds}s`;
 }
 
 function serviceFingerprint(record: ServiceRecord): string {
@@ -807,6 +1217,10 @@ function send(response: http.ServerResponse, status: number, body: string | Buff
 }
 
 async function readBody(request: http.IncomingMessage): Promise<string> {
+  return (await readBytes(request)).toString("utf8");
+}
+
+async function readBytes(request: http.IncomingMessage): Promise<Buffer> {
   const chunks: Buffer[] = [];
   let size = 0;
   for await (const chunk of request) {
@@ -814,7 +1228,15 @@ async function readBody(request: http.IncomingMessage): Promise<string> {
     if (size > 1024 * 1024) throw new HttpFailure(413, "Request body too large");
     chunks.push(chunk as Buffer);
   }
-  return Buffer.concat(chunks).toString("utf8");
+  return Buffer.concat(chunks);
+}
+
+function parseJsonBody(text: string): unknown {
+  try {
+    return JSON.parse(text);
+  } catch (error) {
+    throw new HttpFailure(400, `Request decode failed: ${(error as Error).message}`);
+  }
 }
 
 function sleep(ms: number): Promise<void> {

@@ -1,3 +1,4 @@
+import { hostname } from "node:os";
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -362,6 +363,18 @@ describe("controller config: refused, naming the field and its line", () => {
       { path: "limits.serversPerBackend", message: "line 6:78: must be at least 1", value: 0 },
       { path: "limits.pushesPerSecond", message: "line 6:98: must be above 0", value: 0 },
     ]);
+  });
+
+  it("takes a leadership block with Consul discovery only, with Consul's session bounds", () => {
+    const consul = "discovery:\n  consul: { address: http://127.0.0.1:8500 }\nbackends:\n  - { backend: be_web, service: web }\n";
+    expect(yaml(`${consul}leadership: { replica: ctl-1 }`).leadership).toEqual({ key: "hafleet/rollout", replica: "ctl-1", sessionTtlMs: 15_000, lockDelayMs: 15_000 });
+    expect(yaml(`${consul}leadership: {}`).leadership?.replica).toBe(hostname());
+    expectInvalid(() => yaml(`${consul}leadership: { key: "a//b", sessionTtlMs: 5s, url: ctl-1 }`), [
+      { path: "leadership.key", message: "line 5:20: must be a Consul KV key: '/'-separated parts of letters, digits, '.', '_' or '-'", value: "a//b" },
+      { path: "leadership.sessionTtlMs", message: "line 5:42: must be between 10s and 24h (Consul's range)", value: "5s" },
+      { path: "leadership.url", message: "line 5:51: must be an http:// or https:// URL", value: "ctl-1" },
+    ]);
+    expectInvalid(() => yaml(yamlWith("leadership: {}")), [{ path: "leadership", message: "line 6:13: needs discovery.consul: the lock is held in Consul", value: expect.anything() }]);
   });
 
   it("refuses timings that contradict each other", () => {

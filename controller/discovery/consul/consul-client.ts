@@ -10,12 +10,14 @@ import { ConsulAnswerError, parseConsulIndex, parseHealthAnswer, preview, type H
 
 export class ConsulHttpError extends HafleetError {
   readonly code = "HAFLEET_CONSUL_HTTP";
+  /** `service` names what was asked; `subject` says what it is when not a service (`key 'a/b'`). */
   constructor(
     readonly service: string,
     readonly status: number,
     readonly bodyStart: string,
+    subject = `service '${service}'`,
   ) {
-    super(`Consul answered HTTP ${status} for service '${service}': ${preview(bodyStart)}`);
+    super(`Consul answered HTTP ${status} for ${subject}: ${preview(bodyStart)}`);
     this.name = "ConsulHttpError";
   }
 }
@@ -36,9 +38,22 @@ export class ConsulTimeoutError extends HafleetError {
   constructor(
     readonly service: string,
     readonly timeoutMs: number,
+    subject = `service '${service}'`,
   ) {
-    super(`Consul did not answer the query for service '${service}' within ${timeoutMs} ms`);
+    super(`Consul did not answer the query for ${subject} within ${timeoutMs} ms`);
     this.name = "ConsulTimeoutError";
+  }
+}
+
+/** An answer to a call() (sessions, KV) that cannot be used: too large here, or of the wrong shape for its reader. */
+export class ConsulReplyError extends HafleetError {
+  readonly code = "HAFLEET_CONSUL_BAD_REPLY";
+  constructor(
+    readonly subject: string,
+    readonly detail: string,
+  ) {
+    super(`Consul's answer for ${subject} is unusable: ${detail}`);
+    this.name = "ConsulReplyError";
   }
 }
 
@@ -74,6 +89,38 @@ export interface HealthAnswer {
   index: number;
   instances: RawInstance[];
   dropped: DroppedInstance[];
+}
+
+/** A request other than a health query (sessions, KV), over the same transport, token, limits and timeouts. */
+export interface ConsulCall {
+  method: "GET" | "PUT" | "DELETE";
+  /** Below `/v1/`, already escaped: `kv/hafleet/leader`, `session/renew/<uuid>`. */
+  path: string;
+  /** `dc` is added when the client has a datacenter. */
+  query?: Readonly<Record<string, string>>;
+  /** Sent with its Content-Length: Consul reads a session's body only when the length is announced. */
+  body?: string;
+  /** Names the request in errors: `key 'hafleet/leader'`. */
+  subject: string;
+  /** Default: as long as a blocking query at the client's wait. */
+  timeoutMs?: number;
+}
+
+export interface ConsulReply {
+  status: number;
+  headers: http.IncomingHttpHeaders;
+  body: string;
+}
+
+/** How one exchange names itself in the errors it raises. */
+interface Exchange {
+  method: ConsulCall["method"];
+  url: URL;
+  body: string | undefined;
+  name: string;
+  subject: string;
+  timeoutMs: number;
+  unusable(detail: string): Error;
 }
 
 export interface HealthUrlParts {
@@ -131,7 +178,16 @@ export class ConsulClient {
   }
 
   async healthService(query: HealthQuery, signal?: AbortSignal): Promise<HealthAnswer> {
-    const { status, headers, body } = await this.get(this.url(query), query.service, signal);
+    const exchange: Exchange = {
+      method: "GET",
+      url: this.url(query),
+      body: undefined,
+      name: query.service,
+      subject: `service '${query.service}'`,
+      timeoutMs: responseTimeoutMs(this.options.waitMs, this.timeoutMarginMs),
+      unusable: (detail) => new ConsulAnswerError(query.service, detail),
+    };
+    const { status, headers, body } = await this.exchange(exchange, signal);
     if (status !== 200) throw new ConsulHttpError(query.service, status, body);
     const index = parseConsulIndex(headers["x-consul-index"], query.service);
     // A token without node:read or service:read sees part of the service: a partial set
@@ -143,18 +199,38 @@ export class ConsulClient {
     return { index, instances: parsed.instances, dropped: parsed.dropped };
   }
 
-  private get(url: URL, service: string, signal: AbortSignal | undefined): Promise<{ status: number; headers: http.IncomingHttpHeaders; body: string }> {
-    const timeoutMs = responseTimeoutMs(this.options.waitMs, this.timeoutMarginMs);
+  /** Any status comes back as it is: what a 404 or a `false` means is the caller's to say. */
+  call(call: ConsulCall, signal?: AbortSignal): Promise<ConsulReply> {
+    const url = new URL(this.base.href);
+    url.pathname = `${this.base.pathname.replace(/\/+$/, "")}/v1/${call.path}`;
+    const query = new URLSearchParams(call.query);
+    if (this.options.datacenter !== undefined) query.set("dc", this.options.datacenter);
+    url.search = query.toString();
+    const exchange: Exchange = {
+      method: call.method,
+      url,
+      body: call.body,
+      name: call.subject,
+      subject: call.subject,
+      timeoutMs: call.timeoutMs ?? responseTimeoutMs(this.options.waitMs, this.timeoutMarginMs),
+      unusable: (detail) => new ConsulReplyError(call.subject, detail),
+    };
+    return this.exchange(exchange, signal);
+  }
+
+  private exchange(exchange: Exchange, signal: AbortSignal | undefined): Promise<ConsulReply> {
+    const { url, timeoutMs } = exchange;
     const headers: Record<string, string> = { accept: "application/json" };
     if (this.options.token !== undefined) headers["x-consul-token"] = this.options.token;
+    if (exchange.method !== "GET") headers["content-length"] = String(Buffer.byteLength(exchange.body ?? ""));
     return new Promise((resolve, reject) => {
       if (signal?.aborted) {
         reject(abortReason(signal));
         return;
       }
       let settled = false;
-      const request = http.request(url, { method: "GET", headers, agent: this.options.agent ?? http.globalAgent });
-      const finish = (error: Error | null, value?: { status: number; headers: http.IncomingHttpHeaders; body: string }) => {
+      const request = http.request(url, { method: exchange.method, headers, agent: this.options.agent ?? http.globalAgent });
+      const finish = (error: Error | null, value?: ConsulReply) => {
         if (settled) return;
         settled = true;
         clearTimeout(timer);
@@ -165,7 +241,7 @@ export class ConsulClient {
           reject(error ?? new Error("unreachable"));
         }
       };
-      const timer = setTimeout(() => finish(new ConsulTimeoutError(service, timeoutMs)), timeoutMs);
+      const timer = setTimeout(() => finish(new ConsulTimeoutError(exchange.name, timeoutMs, exchange.subject)), timeoutMs);
       const onAbort = () => finish(abortReason(signal));
       signal?.addEventListener("abort", onAbort, { once: true });
 
@@ -176,7 +252,7 @@ export class ConsulClient {
         const limit = status === 200 ? this.maxBodyBytes : ERROR_BODY_BYTES;
         const declared = Number(response.headers["content-length"]);
         if (status === 200 && Number.isFinite(declared) && declared > limit) {
-          finish(new ConsulAnswerError(service, `body of ${declared} bytes is over the ${limit}-byte limit`));
+          finish(exchange.unusable(`body of ${declared} bytes is over the ${limit}-byte limit`));
           return;
         }
         const chunks: Buffer[] = [];
@@ -186,7 +262,7 @@ export class ConsulClient {
           chunks.push(chunk);
           size += chunk.length;
           if (size <= limit) return;
-          if (status === 200) finish(new ConsulAnswerError(service, `body is over the ${limit}-byte limit`));
+          if (status === 200) finish(exchange.unusable(`body is over the ${limit}-byte limit`));
           else {
             finish(null, { status, headers: response.headers, body: Buffer.concat(chunks).subarray(0, limit).toString("utf8") });
             request.destroy();
@@ -194,13 +270,13 @@ export class ConsulClient {
         });
         response.on("end", () => finish(null, { status, headers: response.headers, body: Buffer.concat(chunks).toString("utf8") }));
         // The connection closed before the body's end: never taken as a complete answer.
-        const lost = () => finish(new ConsulConnectError(this.options.address, `connection lost while reading the answer for service '${service}'`));
+        const lost = () => finish(new ConsulConnectError(this.options.address, `connection lost while reading the answer for ${exchange.subject}`));
         response.on("error", lost);
         response.on("close", () => {
           if (!response.complete) lost();
         });
       });
-      request.end();
+      request.end(exchange.body);
     });
   }
 }

@@ -148,7 +148,8 @@ export const PAGE_JS = String.raw`(() => {
   }
 
   function renderHeader(status) {
-    byId("controller").textContent = "controller " + status.controller.version + ", up " + formatAge(status.generatedAt - status.controller.startedAt);
+    byId("controller").textContent = "controller " + status.controller.version + ", up " + formatAge(status.generatedAt - status.controller.startedAt) +
+      (status.controller.rolloutLeader === undefined ? "" : ", rollouts led by " + (status.controller.rolloutLeader === null ? "no replica now" : status.controller.rolloutLeader));
     const problems = problemsOf(status);
     document.title = (status.frozen ? "FROZEN · " : "") + (problems === 0 ? "in sync" : formatCount(problems) + " not in sync") + " · hafleet";
   }

@@ -1,0 +1,350 @@
+import http from "node:http";
+import type { Logger } from "pino";
+import { z } from "zod";
+import { InvalidInputError } from "../../agent/errors.js";
+import { issuesOf } from "../../agent/model/validate.js";
+import { ConsulClient, DEFAULT_WAIT_MS } from "../discovery/consul/consul-client.js";
+import { DEFAULT_RATE_LIMIT, fullBucket, isNewAnswer, nextIndex, systemClock, takeToken, type WatchClock } from "../discovery/consul/consul-watch.js";
+import { ConsulLockApi, type KeyAnswer } from "./consul-lock-api.js";
+import { checkPublished, encodeLeaderValue, readLeaderValue, replicaSchema, type Replica } from "./leader-value.js";
+import { LeadershipLostError, NotLeaderError } from "./leadership-errors.js";
+import {
+  acquireDeferred,
+  acquired,
+  acquireRefused,
+  initialState,
+  isLeading,
+  keyRead,
+  leaseEnd,
+  renewDueAt,
+  requestTimeoutMs,
+  retryDelayMs,
+  sameView,
+  sessionConfirmed,
+  sessionLost,
+  shouldAcquire,
+  viewOf,
+  type LeadershipState,
+  type LeadershipView,
+  type Timing,
+} from "./leadership-state.js";
+
+/*
+ * One leads, the others follow: the lock on a Consul KV key, held by a TTL session
+ * (https://developer.hashicorp.com/consul/docs/automate/application-leader-election).
+ * The shell runs three things against the pure core of leadership-state.ts: the session
+ * (created, renewed at half its TTL), a blocking read of the key (who holds it, what data it
+ * carries), and an acquire whenever the key is free. The value carries the data, so a new
+ * leader goes on from what the last one published.
+ */
+
+export interface ConsulLeadershipOptions<T> {
+  /** `http://host:port` of a Consul agent, as the discovery's. */
+  address: string;
+  token?: string;
+  datacenter?: string;
+  timeoutMarginMs?: number;
+  maxBodyBytes?: number;
+  /** The KV key whose lock is the leadership, e.g. `hafleet/rollout-leader`. */
+  key: string;
+  /** Default 15 s. Consul refuses less than its `session_ttl_min` (10 s unless configured). */
+  sessionTtlMs?: number;
+  /**
+   * How long Consul keeps the key from everyone after the leader's session ends. Default 15 s,
+   * at most 60 s. A leader whose session Consul ends early (destroyed, its node's check
+   * critical) learns of it by its next renewal at the latest, half a TTL on: a lock-delay at
+   * least that long keeps it from overlapping with the next leader.
+   */
+  lockDelayMs?: number;
+  replica: Replica;
+  /** The data's schema: a value that fails it is read as no data. */
+  data: z.ZodType<T>;
+  logger: Logger;
+  clock?: WatchClock;
+}
+
+export type LeadershipListener<T> = (view: LeadershipView<T>) => void;
+
+export const DEFAULT_SESSION_TTL_MS = 15_000;
+export const DEFAULT_LOCK_DELAY_MS = 15_000;
+
+const optionsSchema = z.looseObject({
+  address: z.url({ protocol: /^http$/, error: "must be an http:// URL" }),
+  token: z.string().min(1, "must not be empty").optional(),
+  datacenter: z.string().min(1, "must not be empty").optional(),
+  timeoutMarginMs: z.number().int().min(0).optional(),
+  maxBodyBytes: z.number().int().min(1).optional(),
+  key: z
+    .string()
+    .min(1, "must not be empty")
+    .refine((key) => !key.startsWith("/"), "must not begin with '/'"),
+  sessionTtlMs: z.number().int().min(1).max(86_400_000, "must be at most 24 h (Consul's limit)").optional(),
+  lockDelayMs: z.number().int().min(0).max(60_000, "must be at most 60 s (Consul applies no more)").optional(),
+  replica: replicaSchema,
+  data: z.custom<z.ZodType>((value) => value instanceof z.ZodType, "must be a zod schema"),
+  logger: z.custom<Logger>((value) => typeof value === "object" && value !== null, "must be a pino logger"),
+});
+
+export class ConsulLeadership<T> {
+  private readonly api: ConsulLockApi;
+  private readonly agent = new http.Agent({ keepAlive: true });
+  private readonly timing: Timing;
+  private readonly clock: WatchClock;
+  private readonly key: string;
+  private readonly replica: Replica;
+  private readonly logger: Logger;
+  private readonly listeners = new Set<LeadershipListener<T>>();
+  private state: LeadershipState<T> = initialState<T>();
+  private shown: LeadershipView<T> = { leading: false, leader: null, data: null };
+  private controller: AbortController | null = null;
+  private stopped = false;
+  private loops: Promise<void>[] = [];
+  private acquiring: Promise<void> | null = null;
+  private fence: AbortController | null = null;
+  /** The ModifyIndex of the last unusable value logged: one error per bad value, not per read. */
+  private reportedProblemAt = -1;
+
+  constructor(private readonly options: ConsulLeadershipOptions<T>) {
+    const checked = optionsSchema.safeParse(options);
+    if (!checked.success) throw new InvalidInputError("Consul leadership options", issuesOf(checked.error, options));
+    this.key = options.key;
+    this.replica = { ...options.replica };
+    this.logger = options.logger;
+    this.clock = options.clock ?? systemClock;
+    this.timing = { sessionTtlMs: options.sessionTtlMs ?? DEFAULT_SESSION_TTL_MS, lockDelayMs: options.lockDelayMs ?? DEFAULT_LOCK_DELAY_MS };
+    const client = new ConsulClient({
+      address: options.address,
+      // The client's health settings: KV and session calls do not use them.
+      healthy: "passing",
+      weights: "meta",
+      waitMs: DEFAULT_WAIT_MS,
+      agent: this.agent,
+      ...(options.token === undefined ? {} : { token: options.token }),
+      ...(options.datacenter === undefined ? {} : { datacenter: options.datacenter }),
+      ...(options.timeoutMarginMs === undefined ? {} : { timeoutMarginMs: options.timeoutMarginMs }),
+      ...(options.maxBodyBytes === undefined ? {} : { maxBodyBytes: options.maxBodyBytes }),
+    });
+    this.api = new ConsulLockApi(client, this.key, DEFAULT_WAIT_MS);
+  }
+
+  start(): void {
+    if (this.stopped) throw new Error(`the leadership on Consul key '${this.key}' was stopped; make a new one`);
+    if (this.controller !== null) return;
+    this.controller = new AbortController();
+    const signal = this.controller.signal;
+    this.loops = [this.keepSession(signal), this.followKey(signal)];
+  }
+
+  /** Leads no more at once, then destroys the session (releasing the key), within a third of the TTL. */
+  async stop(): Promise<void> {
+    if (this.stopped) return;
+    this.stopped = true;
+    const held = this.state.session?.id;
+    this.update(sessionLost(this.state));
+    this.controller?.abort(new Error(`leadership on Consul key '${this.key}' stopped`));
+    await Promise.all([...this.loops, this.acquiring]);
+    // A create whose answer came in as the loop stopped leaves a session behind it too.
+    const late = this.state.session?.id;
+    this.update(sessionLost(this.state));
+    const ids = [...new Set([held, late])].filter((id): id is string => id !== undefined);
+    await Promise.all(ids.map((id) => this.destroy(id)));
+    this.agent.destroy();
+  }
+
+  private async destroy(session: string): Promise<void> {
+    try {
+      await this.api.destroySession(session, requestTimeoutMs(this.timing.sessionTtlMs));
+      this.logger.info({ replica: this.replica.id, key: this.key, session }, "Consul session destroyed");
+    } catch (error) {
+      this.logger.warn({ replica: this.replica.id, key: this.key, session, err: error }, "cannot destroy the Consul session: Consul releases the key when its TTL runs out");
+    }
+  }
+
+  leading(): boolean {
+    return isLeading(this.state, this.timing.sessionTtlMs, this.clock.now());
+  }
+
+  view(): LeadershipView<T> {
+    return viewOf(this.state, this.replica, this.timing.sessionTtlMs, this.clock.now());
+  }
+
+  /** Told of every change of leading, leader or data; returns the unsubscribe. */
+  onChange(listener: LeadershipListener<T>): () => void {
+    this.listeners.add(listener);
+    return () => this.listeners.delete(listener);
+  }
+
+  /** Writes `data` under our lock; Consul refuses it unless our session still holds the key. */
+  async publish(data: T): Promise<void> {
+    const checked = checkPublished(data, this.options.data, this.key);
+    const session = this.state.session;
+    if (session === null || this.controller === null || !this.leading()) throw new NotLeaderError(this.key, this.view().leader);
+    const written = await this.api.acquire(session.id, encodeLeaderValue({ leader: this.replica, data: checked }), requestTimeoutMs(this.timing.sessionTtlMs), this.controller.signal);
+    if (!written) {
+      this.update(acquireRefused(this.state, session.id, this.clock.now(), this.timing));
+      throw new LeadershipLostError(this.key);
+    }
+    this.update(acquired(this.state, session.id, this.replica, checked));
+  }
+
+  // ---- The session: created, renewed at half its TTL, made anew when Consul forgot it ----
+
+  private async keepSession(signal: AbortSignal): Promise<void> {
+    const ttl = this.timing.sessionTtlMs;
+    const timeoutMs = requestTimeoutMs(ttl);
+    let failures = 0;
+    let retryAt = 0;
+    while (!signal.aborted) {
+      const lease = this.state.session;
+      if (lease === null) {
+        const sentAt = this.clock.now();
+        try {
+          const id = await this.api.createSession({ name: `hafleet-controller ${this.replica.id}`, ttlMs: ttl, lockDelayMs: this.timing.lockDelayMs }, timeoutMs, signal);
+          failures = 0;
+          this.logger.info({ replica: this.replica.id, key: this.key, session: id }, "Consul session created");
+          this.update(sessionConfirmed(this.state, id, sentAt));
+          this.tryAcquire(signal);
+        } catch (error) {
+          if (signal.aborted) break;
+          failures += 1;
+          this.logger.warn({ replica: this.replica.id, key: this.key, failures, err: error }, "cannot create a Consul session; retrying");
+          await this.clock.sleep(retryDelayMs(failures, ttl, Math.random), signal);
+        }
+        continue;
+      }
+      await this.clock.sleep((failures === 0 ? renewDueAt(lease, ttl) : retryAt) - this.clock.now(), signal);
+      if (signal.aborted) break;
+      const sentAt = this.clock.now();
+      try {
+        const outcome = await this.api.renewSession(lease.id, timeoutMs, signal);
+        if (outcome === "gone") {
+          this.logger.warn({ replica: this.replica.id, key: this.key, session: lease.id }, "Consul no longer knows the session: it expired and its lock went with it; following, with a new session");
+          this.update(sessionLost(this.state));
+        } else {
+          if (failures > 0) this.logger.info({ replica: this.replica.id, key: this.key, session: lease.id, failures }, "Consul session renewed again");
+          this.update(sessionConfirmed(this.state, lease.id, sentAt));
+        }
+        failures = 0;
+      } catch (error) {
+        if (signal.aborted) break;
+        failures += 1;
+        retryAt = this.clock.now() + retryDelayMs(failures, ttl, Math.random);
+        const leaseEndsIn = leaseEnd(lease, ttl) - this.clock.now();
+        this.logger.warn({ replica: this.replica.id, key: this.key, session: lease.id, failures, leaseEndsInMs: leaseEndsIn, err: error }, "cannot renew the Consul session; retrying (no leading past the lease)");
+      }
+    }
+  }
+
+  // ---- The key: followed by blocking reads, as a discovery watch follows a service ----
+
+  private async followKey(signal: AbortSignal): Promise<void> {
+    let bucket = fullBucket(DEFAULT_RATE_LIMIT, this.clock.now());
+    let index = 0;
+    let seenAny = false;
+    let failures = 0;
+    while (!signal.aborted) {
+      const token = takeToken(bucket, this.clock.now(), DEFAULT_RATE_LIMIT);
+      bucket = token.state;
+      if (token.delayMs > 0) await this.clock.sleep(token.delayMs, signal);
+      if (signal.aborted) break;
+      const sent = index;
+      let answer: KeyAnswer;
+      try {
+        answer = await this.api.readKey(sent, signal);
+      } catch (error) {
+        if (signal.aborted) break;
+        failures += 1;
+        this.logger.warn({ replica: this.replica.id, key: this.key, failures, err: error }, "cannot read the leadership key; retrying");
+        await this.clock.sleep(retryDelayMs(failures, this.timing.sessionTtlMs, Math.random), signal);
+        continue;
+      }
+      if (failures > 0) this.logger.info({ replica: this.replica.id, key: this.key, failures }, "leadership key readable again");
+      failures = 0;
+      index = nextIndex(sent, answer.index);
+      if (!isNewAnswer(sent, answer.index, seenAny)) continue;
+      seenAny = true;
+      this.absorb(answer);
+      this.tryAcquire(signal);
+    }
+  }
+
+  private absorb(answer: KeyAnswer): void {
+    const entry = answer.entry;
+    const reading = entry === null ? { leader: null, data: null, problem: null } : readLeaderValue(entry.value, this.options.data, this.key);
+    if (entry !== null && reading.problem !== null && entry.modifyIndex !== this.reportedProblemAt) {
+      this.reportedProblemAt = entry.modifyIndex;
+      this.logger.error({ replica: this.replica.id, key: this.key, problem: reading.problem }, "the leadership key holds an unusable value: read as no data; the leader overwrites it when it next publishes");
+    }
+    this.update(keyRead(this.state, { holder: entry?.session ?? null, leader: reading.leader, data: reading.data }));
+  }
+
+  // ---- The lock: tried whenever the key is free, again after a refusal (a lock-delay ends unannounced) ----
+
+  private tryAcquire(signal: AbortSignal): void {
+    if (this.acquiring !== null || signal.aborted || !shouldAcquire(this.state, this.clock.now())) return;
+    this.acquiring = this.acquireWhileFree(signal).finally(() => {
+      this.acquiring = null;
+    });
+  }
+
+  private async acquireWhileFree(signal: AbortSignal): Promise<void> {
+    while (!signal.aborted && shouldAcquire(this.state, this.clock.now())) {
+      const session = this.state.session!;
+      // What the key held when last read free: the last leader's data, carried on.
+      const carried = this.state.key!.data;
+      try {
+        const won = await this.api.acquire(session.id, encodeLeaderValue({ leader: this.replica, data: carried }), requestTimeoutMs(this.timing.sessionTtlMs), signal);
+        if (won) {
+          this.update(acquired(this.state, session.id, this.replica, carried));
+          return;
+        }
+        this.update(acquireRefused(this.state, session.id, this.clock.now(), this.timing));
+      } catch (error) {
+        if (signal.aborted) return;
+        this.logger.warn({ replica: this.replica.id, key: this.key, session: session.id, err: error }, "cannot try for the leadership lock; retrying");
+        this.update(acquireDeferred(this.state, this.clock.now(), this.timing));
+      }
+      await this.clock.sleep(this.state.acquireNotBefore - this.clock.now(), signal);
+    }
+  }
+
+  // ---- Telling: the view, its listeners, and the lease's end as a moment of its own ----
+
+  private update(next: LeadershipState<T>): void {
+    this.state = next;
+    const now = this.clock.now();
+    this.armFence(now);
+    const view = viewOf(this.state, this.replica, this.timing.sessionTtlMs, now);
+    if (sameView(view, this.shown)) return;
+    const before = this.shown;
+    this.shown = view;
+    this.logChange(before, view);
+    for (const listener of this.listeners) {
+      try {
+        listener(view);
+      } catch (error) {
+        this.logger.error({ replica: this.replica.id, key: this.key, err: error }, "a leadership listener threw");
+      }
+    }
+  }
+
+  /** Nothing else happens when a lease runs out: a timer makes it an event. */
+  private armFence(now: number): void {
+    this.fence?.abort();
+    this.fence = null;
+    const session = this.state.session;
+    if (this.stopped || session === null || !isLeading(this.state, this.timing.sessionTtlMs, now)) return;
+    const fence = new AbortController();
+    this.fence = fence;
+    void this.clock.sleep(leaseEnd(session, this.timing.sessionTtlMs) - now, fence.signal).then(() => {
+      if (!fence.signal.aborted) this.update(this.state);
+    });
+  }
+
+  private logChange(before: LeadershipView<T>, after: LeadershipView<T>): void {
+    const fields = { replica: this.replica.id, key: this.key, session: this.state.session?.id };
+    if (after.leading && !before.leading) this.logger.info(fields, "leading: this replica holds the leadership lock");
+    else if (before.leading && !after.leading) this.logger.warn(fields, this.stopped ? "stopped leading" : "no longer leading: the lock or the session's lease is gone");
+    else if (after.leader?.id !== before.leader?.id) this.logger.info({ ...fields, leader: after.leader?.id ?? null }, "leader changed");
+  }
+}
