@@ -80,6 +80,7 @@ export const observedReportSchema = z.object({
       }),
     )
     .max(LIMITS.backends),
+  appliedVersions: z.record(nameSchema, versionSchema).refine((versions) => Object.keys(versions).length <= LIMITS.backends, `at most ${LIMITS.backends} backends`),
 });
 export type ObservedReport = z.infer<typeof observedReportSchema>;
 

@@ -242,7 +242,7 @@ export class AgentRunner {
     // writing them would double the fsyncs of every push.
     this.desired = marked;
     this.scheduleDrainCheck(reports);
-    this.observed = observedReport([...desired.backends.values()], reports, { repaired });
+    this.observed = observedReport([...marked.backends.values()], reports, { repaired });
     return failures;
   }
 

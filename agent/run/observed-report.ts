@@ -29,22 +29,27 @@ const REPAIRS: Partial<Record<StepAction, Drift["state"]>> = {
 
 /**
  * Per desired backend per socket: a digest of what HAProxy serves, how many serve, and how
- * that differs from the desired set; and a digest over all of it, so an unchanged report can
- * be recognised without reading it. Sockets that could not be read are left out.
+ * that differs from the desired set; the version of each backend applied last; and a digest
+ * over all of it, so an unchanged report can be recognised without reading it. A socket that
+ * could not be read serves nothing, as far as anyone can tell: each desired server is missing.
  */
 export function observedReport(
-  desired: ReadonlyArray<{ name: Name; servers: readonly DesiredServer[] }>,
+  desired: ReadonlyArray<{ name: Name; servers: readonly DesiredServer[]; appliedVersion: string }>,
   sockets: readonly SocketApply[],
   options: ObservedOptions,
 ): ObservedReport {
   const backends: BackendObserved[] = [];
   for (const backend of [...desired].sort((a, b) => compare(a.name, b.name))) {
-    for (const socket of sockets) {
-      if ("error" in socket) continue;
-      backends.push(observeBackend(backend, socket, options));
-    }
+    for (const socket of sockets) backends.push("error" in socket ? unreachableBackend(backend, socket.socket) : observeBackend(backend, socket, options));
   }
-  return { digest: digestOf(backends.map(entryLine)), backends };
+  const appliedVersions = Object.fromEntries(desired.map((backend) => [backend.name, backend.appliedVersion]));
+  const applied = Object.entries(appliedVersions).map(([backend, version]) => `applied\t${backend}\t${version}`);
+  return { digest: digestOf([...backends.map(entryLine), ...applied]), backends, appliedVersions };
+}
+
+function unreachableBackend(desired: { name: Name; servers: readonly DesiredServer[] }, socket: string): BackendObserved {
+  const drift = desired.servers.map((server) => ({ endpoint: endpointKey(server.address, server.port), state: "missing" as const }));
+  return { backend: desired.name, socket, digest: digestOf([]), serving: 0, drift: drift.sort((a, b) => compare(a.endpoint, b.endpoint)) };
 }
 
 function observeBackend(desired: { name: Name; servers: readonly DesiredServer[] }, report: SocketReport, options: ObservedOptions): BackendObserved {

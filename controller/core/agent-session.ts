@@ -117,6 +117,22 @@ export class AgentSession {
     return outcome;
   }
 
+  /**
+   * The versions the agent reports it applied since (its observed report): a push it nacked,
+   * e.g. because HAProxy was down, and applied on its own once HAProxy was back, is acked by
+   * this. Returns the backends so acked; one with a push in flight waits for that response.
+   */
+  onObserved(applied: Readonly<Record<string, string>>): Array<{ backend: Name; version: string }> {
+    const recovered: Array<{ backend: Name; version: string }> = [];
+    for (const [backend, nack] of this.nacked) {
+      if (applied[backend] !== nack.version || this.inFlight?.backends.has(backend)) continue;
+      this.nacked.delete(backend);
+      this.acked.set(backend, nack.version);
+      recovered.push({ backend, version: nack.version });
+    }
+    return recovered;
+  }
+
   /** The version the agent last acked, per backend. */
   appliedVersions(): Map<Name, string> {
     return new Map(this.acked);

@@ -24,7 +24,8 @@ export interface StreamHost {
   attach(stream: AgentStream): string | null;
   detach(stream: AgentStream, reason: string): void;
   events: {
-    acked(agent: string, backend: string, version: string, latencyMs: number): void;
+    /** latencyMs: push to ack; null when the ack came in an observed report, not a response. */
+    acked(agent: string, backend: string, version: string, latencyMs: number | null): void;
     nacked(agent: string, backend: string, version: string, error: string): void;
     pushed(agent: string, push: DesiredPush): void;
     drift(agent: string, backend: string): void;
@@ -182,6 +183,10 @@ export class AgentStream {
     const previous = this.observed;
     this.observed = report;
     if (previous?.digest === report.digest) return;
+    for (const { backend, version } of this.session!.onObserved(report.appliedVersions)) {
+      this.log.info({ backend, version }, "applied after its nack (the agent retried on its own): in sync");
+      this.host.events.acked(this.session!.agentId, backend, version, null);
+    }
     for (const backend of report.backends) {
       if (backend.drift.length === 0) continue;
       this.log.warn({ backend: backend.backend, socket: backend.socket, drift: backend.drift }, "drift");

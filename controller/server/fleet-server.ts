@@ -37,7 +37,7 @@ export interface FleetServerOptions {
 const MAX_CONNECTION_AGE_GRACE_MS = 30_000;
 
 export interface FleetEvents {
-  acked: [agent: string, backend: string, version: string, latencyMs: number];
+  acked: [agent: string, backend: string, version: string, latencyMs: number | null];
   nacked: [agent: string, backend: string, version: string, error: string];
   pushed: [agent: string, push: DesiredPush];
   drift: [agent: string, backend: string];

@@ -11,15 +11,27 @@ import type { DesiredPush } from "../../proto/messages.js";
 
 /** Field 1, length-delimited: both ControllerMessage.push and DesiredPush.nonce. */
 const FIELD_1_BYTES = 0x0a;
-/** Distinct pushes kept; past this the cache starts over (a fleet has a handful at a time). */
-const MAX_BODIES = 1_024;
+/**
+ * Encoded pushes kept, in bytes: a fleet has a handful of distinct pushes at a time, but each
+ * change makes new ones, and a backend of 10,000 servers encodes to ~200 KB. The oldest go first.
+ */
+export const MAX_CACHED_BYTES = 32 * 1024 * 1024;
 
 export type Serialize = (message: object) => Buffer;
 
 export class PushEncoder {
   private readonly bodies = new Map<string, Buffer>();
+  private bytes = 0;
 
-  constructor(private readonly serialize: Serialize) {}
+  constructor(
+    private readonly serialize: Serialize,
+    private readonly maxBytes = MAX_CACHED_BYTES,
+  ) {}
+
+  /** What the cache holds now, for its bound to be seen. */
+  get cachedBytes(): number {
+    return this.bytes;
+  }
 
   /** The ControllerMessage `{ push }` as it goes on the wire. */
   encode(push: DesiredPush): Buffer {
@@ -27,8 +39,14 @@ export class PushEncoder {
     let body = this.bodies.get(key);
     if (body === undefined) {
       body = withoutOuterField(this.serialize({ push: { ...push, nonce: "" } }));
-      if (this.bodies.size >= MAX_BODIES) this.bodies.clear();
       this.bodies.set(key, body);
+      this.bytes += body.length;
+      // A Map iterates in insertion order: the first keys are the oldest pushes.
+      for (const [oldest, evicted] of this.bodies) {
+        if (this.bytes <= this.maxBytes || oldest === key) break;
+        this.bodies.delete(oldest);
+        this.bytes -= evicted.length;
+      }
     }
     const nonce = lengthDelimited(Buffer.from(push.nonce, "utf8"));
     return Buffer.concat([Buffer.from([FIELD_1_BYTES]), varint(body.length + nonce.length), body, nonce]);

@@ -24,7 +24,7 @@ const HELLO = {
 const RESPONSE = { body: "response", response: { nonce: "n-1", results: [{ backend: "be_app", version: "v2", error: "", appliedVersion: "v2" }] } };
 const OBSERVED = {
   body: "observed",
-  observed: { digest: "d1", backends: [{ backend: "be_app", socket: "/run/haproxy/admin.sock", digest: "d2", serving: 2, drift: [{ endpoint: "10.0.0.1:80", state: "missing" }] }] },
+  observed: { digest: "d1", backends: [{ backend: "be_app", socket: "/run/haproxy/admin.sock", digest: "d2", serving: 2, drift: [{ endpoint: "10.0.0.1:80", state: "missing" }] }], appliedVersions: { be_app: "v1" } },
 };
 const HEARTBEAT = { body: "heartbeat", heartbeat: { sentAtMs: 1_764_000_000_000 } };
 const PUSH = {

@@ -155,7 +155,7 @@ describe("the controller's gRPC stream", () => {
     agent.call.write(hello());
     await agent.next("push");
     agent.call.write({ heartbeat: { sentAtMs: 1 } });
-    agent.call.write({ observed: { digest: "x".repeat(70_000), backends: [] } });
+    agent.call.write({ observed: { digest: "x".repeat(70_000), backends: [], appliedVersions: {} } });
     const status = await agent.ended();
     expect(status.code).toBe(grpc.status.RESOURCE_EXHAUSTED);
     expect(status.details).toMatch(/larger than max/);

@@ -33,6 +33,8 @@ export function startNode(script: string, args: string[]): NodeProcess {
     output: () => output,
     logs: (msg) =>
       output
+        // The last line may still be arriving: only whole lines are read.
+        .slice(0, output.lastIndexOf("\n") + 1)
         .split("\n")
         .filter((line) => line.startsWith("{"))
         .map((line) => JSON.parse(line) as Record<string, unknown>)

@@ -47,8 +47,8 @@ function observe(backends: Record<string, ServerSpec[]>): ObservedState {
   return buildObservedState(Object.keys(backends), rows, stats);
 }
 
-function desired(backends: Record<string, Array<{ address: string; port: number }>>): Array<{ name: Name; servers: DesiredServer[] }> {
-  return parseDesiredState({ backends: Object.entries(backends).map(([name, servers]) => ({ name, servers })) }, "test").backends;
+function desired(backends: Record<string, Array<{ address: string; port: number }>>, appliedVersion = "v1"): Array<{ name: Name; servers: DesiredServer[]; appliedVersion: string }> {
+  return parseDesiredState({ backends: Object.entries(backends).map(([name, servers]) => ({ name, servers })) }, "test").backends.map((backend) => ({ ...backend, appliedVersion }));
 }
 
 function plan(backends: BackendPlan[] = [], steps: PlanStep[] = []): Plan {
@@ -121,10 +121,27 @@ describe("observedReport", () => {
     expect(observedReport(want, [socket], { repaired: false }).backends[0]!.drift).toEqual([]);
   });
 
-  it("has one entry per desired backend per socket, sorted by backend, and skips unreadable sockets", () => {
+  it("has one entry per desired backend per socket, sorted by backend", () => {
     const two = desired({ be_b: [], be_a: [] });
-    const result = observedReport(two, [report("/1.sock", observe({})), { socket: "/2.sock", error: "down" }, report("/3.sock", observe({}))], { repaired: false });
+    const result = observedReport(two, [report("/1.sock", observe({})), report("/3.sock", observe({}))], { repaired: false });
     expect(result.backends.map((entry) => `${entry.backend}@${entry.socket}`)).toEqual(["be_a@/1.sock", "be_a@/3.sock", "be_b@/1.sock", "be_b@/3.sock"]);
+  });
+
+  it("reports a socket it cannot read as serving nothing, every desired server missing", () => {
+    const result = observedReport(want, [{ socket: "/down.sock", error: "cannot connect to HAProxy at /down.sock" }], { repaired: false });
+    expect(result.backends).toEqual([
+      { backend: "be_app", socket: "/down.sock", digest: digestOf([]), serving: 0, drift: [{ endpoint: "10.0.0.1:80", state: "missing" }, { endpoint: "10.0.0.2:80", state: "missing" }] },
+    ]);
+    const up = observedReport(want, [report("/down.sock", observe({ be_app: [{ name: "srv1", addr: "10.0.0.1", port: 80 }, { name: "srv2", addr: "10.0.0.2", port: 80 }] }))], { repaired: false });
+    expect(up.digest).not.toBe(result.digest);
+  });
+
+  it("carries the version each backend applied last, in its digest too", () => {
+    const observed = observe({ be_app: [{ name: "srv1", addr: "10.0.0.1", port: 80 }, { name: "srv2", addr: "10.0.0.2", port: 80 }] });
+    const v1 = observedReport(want, [report("/a.sock", observed)], { repaired: false });
+    const v2 = observedReport(desired({ be_app: [{ address: "10.0.0.1", port: 80 }, { address: "10.0.0.2", port: 80 }] }, "v2"), [report("/a.sock", observed)], { repaired: false });
+    expect([v1.appliedVersions, v2.appliedVersions]).toEqual([{ be_app: "v1" }, { be_app: "v2" }]);
+    expect(v2.digest).not.toBe(v1.digest);
   });
 
   it("changes the top-level digest with what serves, weights and drift, and only with them", () => {

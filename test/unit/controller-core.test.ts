@@ -159,6 +159,28 @@ describe("an agent's session", () => {
     ]);
   });
 
+  it("takes a nacked version as acked once the agent reports it applied it on its own, and only that version", () => {
+    const session = new AgentSession(hello(), "s");
+    const desired = [state("a", 1)];
+    const version = desired[0]!.version;
+    const push = session.nextPush(desired, 0)!;
+    session.onResponse({ nonce: push.nonce, results: [{ backend: nameSchema.parse("a"), version, error: "connection lost", appliedVersion: "" }] }, 1);
+    expect(session.onObserved({ a: "" })).toEqual([]);
+    expect(session.onObserved({ a: "someone-else" })).toEqual([]);
+    expect(session.onObserved({ a: version })).toEqual([{ backend: "a", version }]);
+    expect(session.appliedVersions()).toEqual(new Map([["a", version]]));
+    expect(session.onObserved({ a: version })).toEqual([]);
+    expect(session.nextPush(desired, 2)).toBeNull();
+  });
+
+  it("leaves a nack with a push of that backend in flight to the push's response", () => {
+    const session = new AgentSession(hello(), "s");
+    const first = session.nextPush([state("a", 1)], 0)!;
+    session.onResponse({ nonce: first.nonce, results: [{ backend: nameSchema.parse("a"), version: state("a", 1).version, error: "down", appliedVersion: "" }] }, 1);
+    session.nextPush([state("a", 2)], 2);
+    expect(session.onObserved({ a: state("a", 1).version })).toEqual([]);
+  });
+
   it("ignores a response whose nonce is not the one in flight", () => {
     const session = new AgentSession(hello(), "s");
     session.nextPush([state("a", 1)], 0);

@@ -25,7 +25,7 @@ const WEB = backend("be_web", "w2");
 const API = backend("be_api", "a1");
 
 function observed(entries: Array<{ backend: string; serving: number; drift?: ObservedReport["backends"][number]["drift"] }>): ObservedReport {
-  return { digest: "d", backends: entries.map((entry) => ({ backend: be(entry.backend), socket: "/run/haproxy.sock", digest: "x", serving: entry.serving, drift: entry.drift ?? [] })) };
+  return { digest: "d", appliedVersions: {}, backends: entries.map((entry) => ({ backend: be(entry.backend), socket: "/run/haproxy.sock", digest: "x", serving: entry.serving, drift: entry.drift ?? [] })) };
 }
 
 function view(agent: string, sync: Record<string, BackendSync>, extra: Partial<AgentView> = {}): AgentView {

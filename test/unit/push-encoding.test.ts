@@ -46,6 +46,31 @@ describe("PushEncoder", () => {
     expect(encodings).toBe(2);
   });
 
+  it("keeps at most its bytes of encoded pushes, dropping the oldest first", () => {
+    let encodings = 0;
+    const one = new PushEncoder(serialize).encode(push("n", 1_000)).length;
+    // Room for two pushes of 1,000 servers, not three.
+    const encoder = new PushEncoder((message) => {
+      encodings++;
+      return serialize(message);
+    }, one * 2.5);
+    for (const servers of [1_000, 1_001, 1_002]) encoder.encode(push("n", servers));
+    expect(encoder.cachedBytes).toBeLessThanOrEqual(one * 2.5);
+    expect(encodings).toBe(3);
+    encoder.encode(push("n", 1_002));
+    encoder.encode(push("n", 1_001));
+    expect(encodings).toBe(3);
+    encoder.encode(push("n", 1_000));
+    expect(encodings).toBe(4);
+    // A push bigger than the whole bound is still encoded, and kept only until the next.
+    const tiny = new PushEncoder(serialize, 10);
+    expect(decode(tiny.encode(push("x", 50)))).toEqual(decode(serialize({ push: push("x", 50) })));
+    tiny.encode(push("x", 51));
+    const alone = new PushEncoder(serialize);
+    alone.encode(push("x", 51));
+    expect(tiny.cachedBytes).toBe(alone.cachedBytes);
+  });
+
   it("an empty nonce still decodes as the push", () => {
     const encoder = new PushEncoder(serialize);
     expect(decode(encoder.encode(push("", 2)))).toEqual(decode(serialize({ push: push("", 2) })));
