@@ -78,7 +78,7 @@ export async function startController(config: ControllerConfig, logger: Logger, 
     ...(config.leadership === undefined ? {} : { rolloutLeader: () => describeLeadership(leadership) }),
     clock,
   });
-  const metrics = new ControllerMetrics({ fleet: () => status.status() });
+  const metrics = new ControllerMetrics({ fleet: () => status.status(), streams: () => server.streamGauges() });
   const debouncer = new Debouncer(config.debounce.quietMs, config.debounce.maxMs, () => server.desiredChanged());
   const { discovery } = config;
   const leadership = config.leadership === undefined || !("consul" in discovery) ? null : rolloutLeadership(config.leadership, discovery.consul, logger);

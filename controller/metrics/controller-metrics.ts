@@ -12,8 +12,16 @@ export interface FleetGauges {
   frozen: object | null;
 }
 
+/** What the gRPC side holds in memory for its streams, read at each scrape. */
+export interface StreamGauges {
+  /** Streams whose writes wait for gRPC's flow control ('drain'): a stalled agent, or a slow path. */
+  waitingForDrain: number;
+  pushCacheBytes: number;
+}
+
 export interface ControllerMetricsOptions {
   fleet: () => FleetGauges;
+  streams: () => StreamGauges;
 }
 
 /** A push's round trip includes the agent's apply; convergence adds the debounce and any rollout wave. */
@@ -38,6 +46,8 @@ export class ControllerMetrics implements MetricsSource, DiscoveryObserver {
   private readonly rolloutPhase = gauge(this.registry, "hafleet_rollout_phase", "1 for the phase the rollout is in, 0 for the others; all 0 when no rollout runs.", ["phase"]);
   private readonly rolloutWave = gauge(this.registry, "hafleet_rollout_wave", "The rollout's wave being applied or baked, counted from 0; 0 when no rollout runs (see hafleet_rollout_phase).");
   private readonly frozen = gauge(this.registry, "hafleet_frozen", "1 while the fleet is frozen (the kill switch: nothing is pushed), else 0.");
+  private readonly streamsWaiting = gauge(this.registry, "hafleet_streams_waiting_for_drain", "Agent streams whose writes wait for gRPC flow control (the agent or its path is not reading).");
+  private readonly pushCacheBytes = gauge(this.registry, "hafleet_push_cache_bytes", "Bytes of encoded pushes kept for reuse across agents (bounded, oldest dropped first).");
   private readonly pushes = counter(this.registry, "hafleet_pushes_total", "Pushes of desired state sent to agents.");
   private readonly acks = counter(this.registry, "hafleet_acks_total", "Backend versions agents acked (applied), by backend.", ["backend"]);
   private readonly nacks = counter(this.registry, "hafleet_nacks_total", "Backend versions agents nacked (could not apply), by backend.", ["backend"]);
@@ -114,6 +124,9 @@ export class ControllerMetrics implements MetricsSource, DiscoveryObserver {
     for (const phase of ROLLOUT_PHASES) this.rolloutPhase.set({ phase }, fleet.rollout?.phase === phase ? 1 : 0);
     this.rolloutWave.set(fleet.rollout?.wave ?? 0);
     this.frozen.set(fleet.frozen === null ? 0 : 1);
+    const streams = this.options.streams();
+    this.streamsWaiting.set(streams.waitingForDrain);
+    this.pushCacheBytes.set(streams.pushCacheBytes);
     return renderRegistry(this.registry);
   }
 }

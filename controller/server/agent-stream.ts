@@ -100,6 +100,11 @@ export class AgentStream {
     this.host.events.pushed(this.session.agentId, push);
   }
 
+  /** Whether writes wait for gRPC's flow control: the agent, or the path to it, is not reading. */
+  get waitingForDrain(): boolean {
+    return this.blocked;
+  }
+
   /** What the agent should run now (empty before its hello). */
   desired(): readonly DesiredBackendState[] {
     return this.session ? this.host.desiredFor(this.session.agentId, this.session.hello.labels) : [];

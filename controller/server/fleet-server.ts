@@ -75,6 +75,7 @@ export class FleetServer {
   private readonly transport: Transport;
   private tls: ServerTls | null = null;
   private frozenState: { since: number; reason: string } | null = null;
+  private readonly encoder: PushEncoder;
 
   constructor(
     resolve: DesiredResolver,
@@ -97,6 +98,7 @@ export class FleetServer {
     const events = this.events;
     const { service } = loadFleetService();
     const encoder = new PushEncoder((message) => service["Sync"]!.responseSerialize(message));
+    this.encoder = encoder;
     this.host = {
       desiredFor: resolve,
       holding: () => this.frozenState !== null || !(options.ready?.() ?? true),
@@ -161,6 +163,13 @@ export class FleetServer {
 
   connected(): AgentStream[] {
     return [...this.streams.values()];
+  }
+
+  /** For the metrics: what the streams hold back, and the encoded pushes kept. */
+  streamGauges(): { waitingForDrain: number; pushCacheBytes: number } {
+    let waitingForDrain = 0;
+    for (const stream of this.streams.values()) if (stream.waitingForDrain) waitingForDrain++;
+    return { waitingForDrain, pushCacheBytes: this.encoder.cachedBytes };
   }
 
   /** One agent whose stream ended within forgetAfterMs and that is not back since, if it is one. */

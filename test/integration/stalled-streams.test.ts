@@ -60,7 +60,7 @@ const status = () => fetchStatus(httpPort);
 
 async function metrics(): Promise<Record<string, number | undefined>> {
   const body = await (await fetch(`http://127.0.0.1:${httpPort}/metrics`)).text();
-  const names = ["hafleet_pushes_total", "nodejs_heap_size_used_bytes", "nodejs_external_memory_bytes", "process_resident_memory_bytes"];
+  const names = ["hafleet_pushes_total", "hafleet_streams_waiting_for_drain", "hafleet_push_cache_bytes", "nodejs_heap_size_used_bytes", "nodejs_external_memory_bytes", "process_resident_memory_bytes"];
   return Object.fromEntries(names.map((name) => [name, seriesValue(body, name)]));
 }
 
@@ -122,6 +122,15 @@ describe("a stalled agent stream under a storm of large changes", () => {
     proxy.stall();
 
     let changesWhileOpen = 0;
+    // Read beside the storm, until the stream is let go: bounded by that wait's own timeout.
+    let waitingSeen = 0;
+    let storming = true;
+    const watching = (async () => {
+      while (storming) {
+        waitingSeen = Math.max(waitingSeen, (await metrics())["hafleet_streams_waiting_for_drain"] ?? 0);
+        await new Promise((resolve) => setTimeout(resolve, 100));
+      }
+    })();
     for (let change = 1; change <= CHANGES; change++) {
       await writeCatalog(SERVERS + change);
       const now = await until(async () => {
@@ -133,7 +142,8 @@ describe("a stalled agent stream under a storm of large changes", () => {
     const gone = await until(async () => {
       const agent = (await status())?.agents.find((candidate) => candidate.agent === STALLED);
       return agent?.connected === false && agent;
-    }, "the controller letting go of the stalled stream", 30_000);
+    }, "the controller letting go of the stalled stream", 30_000).finally(() => (storming = false));
+    await watching;
     const afterStorm = await metrics();
     const lastVersion = (await status())!.backends[0]!.version;
 
@@ -142,6 +152,10 @@ describe("a stalled agent stream under a storm of large changes", () => {
     expect(pushesTo(STALLED, stalledAt)).toHaveLength(1);
     for (const agent of NEAR) expect(pushesTo(agent, stalledAt)).toHaveLength(CHANGES);
     expect(afterStorm["hafleet_pushes_total"]! - before["hafleet_pushes_total"]!).toBe(NEAR.length * CHANGES + 1);
+    // The operator sees the stream held back by flow control while it lasts, and nothing once it is let go.
+    expect(waitingSeen).toBe(1);
+    expect(afterStorm["hafleet_streams_waiting_for_drain"]).toBe(0);
+    expect(afterStorm["hafleet_push_cache_bytes"]).toBeLessThanOrEqual(32 * 1024 * 1024);
     expect(gone).toMatchObject({ state: "disconnected", disconnectReason: expect.stringMatching(/^no message from the agent for \d+ ms$/) });
     // Nothing of the storm reached the stalled agent: it kept running what it had.
     expect(far.applied.filter((apply) => apply.at >= stalledAt && apply.version !== firstVersion)).toEqual([]);

@@ -26,10 +26,11 @@ function counts(partial: Partial<Record<SyncState, number>> = {}): Record<SyncSt
 }
 
 const quietFleet = (): FleetGauges => ({ summary: { connected: 0, states: counts() }, backends: [], rollout: null, frozen: null });
+const quietStreams = () => ({ waitingForDrain: 0, pushCacheBytes: 0 });
 
 describe("ControllerMetrics", () => {
   it("counts pushes, acks, nacks, drift, guard holds and discovery per backend or service, and times convergence", async () => {
-    const metrics = new ControllerMetrics({ fleet: quietFleet });
+    const metrics = new ControllerMetrics({ fleet: quietFleet, streams: quietStreams });
     metrics.pushed();
     metrics.pushed();
     metrics.acked("be_app", 0.2, 0.05);
@@ -77,7 +78,7 @@ describe("ControllerMetrics", () => {
       rollout: { phase: "baking", wave: 2 },
       frozen: { since: 1, reason: "incident" },
     };
-    const metrics = new ControllerMetrics({ fleet: () => fleet });
+    const metrics = new ControllerMetrics({ fleet: () => fleet, streams: quietStreams });
 
     const first = (await metrics.render()).body;
     expect(value(first, "hafleet_agents_connected")).toBe(3);
@@ -118,7 +119,7 @@ describe("ControllerMetrics", () => {
       rolloutSide: null,
     });
     const status = () => buildFleetStatus({ now: 10, controller: { version: "0.1.0", startedAt: 0 }, agents: [view("edge-7", null), view("edge-8", { since: 5, reason: "gone" })], backends: [backend], frozen: null, rollout: null, changes: [] });
-    const metrics = new ControllerMetrics({ fleet: status });
+    const metrics = new ControllerMetrics({ fleet: status, streams: () => ({ waitingForDrain: 2, pushCacheBytes: 4_096 }) });
     metrics.pushed();
     metrics.acked("be_app", 1, 0.5);
 
@@ -127,6 +128,7 @@ describe("ControllerMetrics", () => {
     expect(value(body, "hafleet_agents_connected")).toBe(1);
     expect(value(body, 'hafleet_agents{state="disconnected"}')).toBe(1);
     expect(value(body, 'hafleet_backend_agents{backend="be_app",state="in-sync"}')).toBe(1);
+    expect([value(body, "hafleet_streams_waiting_for_drain"), value(body, "hafleet_push_cache_bytes")]).toEqual([2, 4_096]);
     expect(body).not.toMatch(/edge-[78]|10\.1\.2\.3/);
     const ours = body.split("\n").filter((line) => line.startsWith("hafleet_"));
     const labelNames = new Set(ours.flatMap((line) => [...line.matchAll(/[{,]([a-zA-Z_]+)="/g)].map((match) => match[1])));
@@ -134,8 +136,8 @@ describe("ControllerMetrics", () => {
   });
 
   it("keeps each instance's series apart: two controllers in one process do not collide", async () => {
-    const a = new ControllerMetrics({ fleet: quietFleet });
-    const b = new ControllerMetrics({ fleet: quietFleet });
+    const a = new ControllerMetrics({ fleet: quietFleet, streams: quietStreams });
+    const b = new ControllerMetrics({ fleet: quietFleet, streams: quietStreams });
     a.pushed();
     expect(value((await a.render()).body, "hafleet_pushes_total")).toBe(1);
     expect(value((await b.render()).body, "hafleet_pushes_total")).toBe(0);
@@ -269,7 +271,7 @@ describe("the observer hooks", () => {
     ];
     let exhausted = (): void => undefined;
     const done = new Promise<void>((resolve) => (exhausted = resolve));
-    const metrics = new ControllerMetrics({ fleet: quietFleet });
+    const metrics = new ControllerMetrics({ fleet: quietFleet, streams: quietStreams });
     const watch = new ConsulWatch({
       key: "web#eu",
       fetch: (index, signal) => {
@@ -303,7 +305,7 @@ describe("the observer hooks", () => {
 
   it("reaches every watch of a ConsulSource: a real query to the Consul emulator is timed", async () => {
     const consul = await startConsulEmulator();
-    const metrics = new ControllerMetrics({ fleet: quietFleet });
+    const metrics = new ControllerMetrics({ fleet: quietFleet, streams: quietStreams });
     const source = new ConsulSource({ address: consul.url, observer: metrics });
     try {
       await new Promise((resolve, reject) => source.watch("web", "eu", { snapshot: resolve, error: (_key, error) => reject(error) }));
