@@ -184,19 +184,21 @@ export class AgentRunner {
   }
 
   private async applyPush(push: DesiredPush, session: LinkSession): Promise<void> {
-    const log = this.log.child({ nonce: push.nonce, version: push.version });
+    // Not the push's version in the child: the per-backend lines carry their own, and pino
+    // would write a second "version" key that most log tools drop.
+    const log = this.log.child({ nonce: push.nonce });
     const merged = mergePush(this.desired, push);
     try {
       await this.save(merged);
     } catch (error) {
       // Applying what cannot be stored would be lost at the next restart: refuse it whole.
       const reason = `not applied: the agent cannot store its desired state in ${this.store.path} (${(error as Error).message})`;
-      log.error({ err: error }, "cannot store the pushed desired state; push refused");
+      log.error({ err: error, version: push.version }, "cannot store the pushed desired state; push refused");
       this.respond(session, push.nonce, refusedResults(push.backends, reason, this.appliedVersionOf));
       return;
     }
     this.desired = merged;
-    log.info({ backends: push.backends.map((backend) => backend.name), removed: push.removedBackends }, "push stored, applying");
+    log.info({ version: push.version, backends: push.backends.map((backend) => backend.name), removed: push.removedBackends }, "push stored, applying");
     const failures = await this.apply(false);
     const results = backendResults(push.backends, failures, this.appliedVersionOf);
     for (const result of results) {

@@ -20,7 +20,7 @@ const ROOT = new URL("../../../", import.meta.url);
 export const AGENT_BIN = fileURLToPath(new URL("dist/agent/cli/main.js", ROOT));
 export const CONTROLLER_BIN = fileURLToPath(new URL("dist/controller/cli/main.js", ROOT));
 const HAPROXY_TEMPLATE = fileURLToPath(new URL("deploy/demo/haproxy.cfg", ROOT));
-const UPSTREAMS_BIN = fileURLToPath(new URL("./upstreams.js", import.meta.url));
+export const UPSTREAMS_BIN = fileURLToPath(new URL("./upstreams.js", import.meta.url));
 
 export interface DemoSetup {
   dir: string;
@@ -125,7 +125,7 @@ guards: { maxDropShare: ${MAX_DROP_SHARE} }
 }
 
 /** Polls `probe` until it gives a value; fails naming `what` and the log if the process died or time ran out. */
-async function ready<T>(what: string, stack: DemoStack, started: DemoProcess, probe: () => Promise<T | false>): Promise<T> {
+export async function ready<T>(what: string, stack: DemoStack, started: DemoProcess, probe: () => Promise<T | false>): Promise<T> {
   const deadline = Date.now() + READY_TIMEOUT_MS;
   let last = "";
   for (;;) {
