@@ -3,8 +3,10 @@ import { mkdtemp } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { pino } from "pino";
+import type { DesiredServer } from "../../agent/model/desired-state.js";
 import { AgentRunner } from "../../agent/run/agent-runner.js";
-import { SimulatedApplier } from "../support/simulated-applier.js";
+import type { RunnerObserver } from "../../agent/run/runner-observer.js";
+import { endpointsDigest, SimulatedApplier } from "../support/simulated-applier.js";
 
 /**
  * Child process of the fleet benchmark: many agents running the real AgentRunner and
@@ -19,12 +21,24 @@ import { SimulatedApplier } from "../support/simulated-applier.js";
  */
 
 /** Parent -> child. */
-export type FleetCommand = { type: "stop" } | { type: "cpu" };
+export type FleetCommand = { type: "stop" } | { type: "cpu" } | { type: "census" };
+
+/** One agent as it sees itself (for tests that check the agents' side, not the controller's). */
+export interface AgentCensus {
+  agent: string;
+  /** Pushes received since the agent started, from any controller. */
+  pushes: number;
+  /** Whether its stream to a controller is open. */
+  connected: boolean;
+  /** Per backend it was ever sent: what its simulated HAProxy serves now, and the fewest it ever served. */
+  backends: Record<string, { servers: number; digest: string; fewest: number }>;
+}
 
 /** Child -> parent. */
 export type FleetReport =
   | { type: "ready"; agents: number; ms: number; rssBytes: number }
   | { type: "cpu"; micros: number }
+  | { type: "census"; agents: AgentCensus[] }
   | { type: "stopped" }
   | { type: "failed"; error: string };
 
@@ -43,12 +57,34 @@ const IDLE_TIMER_MS = 3_600_000;
 const silent = pino({ level: "silent" });
 
 interface SimulatedAgent {
+  id: string;
   runner: AgentRunner;
   applier: SimulatedApplier;
+  link: LinkCounter;
+}
+
+/** Counts pushes and follows the stream's state; a counter and a flag, nothing the benchmark feels. */
+class LinkCounter implements RunnerObserver {
+  pushes = 0;
+  connected = false;
+  controllerConnected(): void {
+    this.connected = true;
+  }
+  controllerDisconnected(): void {
+    this.connected = false;
+  }
+  pushReceived(): void {
+    this.pushes++;
+  }
+  acked(): void {}
+  nacked(): void {}
+  applied(): void {}
+  driftRepaired(): void {}
 }
 
 function createAgent(id: number, address: string, backends: readonly string[], stateRoot: string): SimulatedAgent {
   const applier = new SimulatedApplier(backends);
+  const link = new LinkCounter();
   const runner = new AgentRunner({
     agentId: `agent-${id}`,
     labels: { bench: "fleet" },
@@ -58,9 +94,35 @@ function createAgent(id: number, address: string, backends: readonly string[], s
     stateDir: join(stateRoot, `agent-${id}`),
     resyncMs: IDLE_TIMER_MS,
     probeMs: IDLE_TIMER_MS,
+    observer: link,
     logger: silent,
   });
-  return { runner, applier };
+  return { id: `agent-${id}`, runner, applier, link };
+}
+
+/** Per applied server list: a census is taken often while thousands of agents reconnect, on their one thread. */
+const digests = new WeakMap<readonly DesiredServer[], string>();
+
+function digestOf(servers: readonly DesiredServer[]): string {
+  let digest = digests.get(servers);
+  if (digest === undefined) {
+    digest = endpointsDigest(servers);
+    digests.set(servers, digest);
+  }
+  return digest;
+}
+
+function census(agents: readonly SimulatedAgent[], backends: readonly string[]): AgentCensus[] {
+  return agents.map(({ id, applier, link }) => {
+    const seen: AgentCensus["backends"] = {};
+    for (const backend of backends) {
+      const fewest = applier.fewestServing(backend);
+      if (fewest === undefined) continue;
+      const servers = applier.serving(backend);
+      seen[backend] = { servers: servers.length, digest: digestOf(servers), fewest };
+    }
+    return { agent: id, pushes: link.pushes, connected: link.connected, backends: seen };
+  });
 }
 
 async function startAll(count: number, offset: number, address: string, backends: readonly string[], stateRoot: string, agents: SimulatedAgent[]): Promise<void> {
@@ -133,6 +195,8 @@ async function main(): Promise<void> {
     if (command.type === "cpu") {
       const usage = process.cpuUsage();
       report({ type: "cpu", micros: usage.user + usage.system });
+    } else if (command.type === "census") {
+      report({ type: "census", agents: census(agents, backends) });
     } else if (command.type === "stop") {
       void stopAll(agents)
         .then(() => {

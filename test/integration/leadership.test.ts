@@ -9,13 +9,14 @@ import { until } from "../support/helpers.js";
 /*
  * Controller replicas electing a rollout leader through the Consul emulator's sessions and
  * KV store: what each replica says is checked against who holds the key in Consul and what
- * the key holds. TTL and lock-delay are short (3 s, 2 s); Consul's are 15 s by default.
+ * the key holds. TTL and lock-delay are short (5 s, 2.5 s; Consul's are 15 s by default), yet
+ * not so short that a busy machine's scheduling (a request times out at TTL/3) decides them.
  */
 
 const KEY = "hafleet/rollout-leader";
-const TTL_MS = 3_000;
-const LOCK_DELAY_MS = 2_000;
-const TAKEOVER_MS = 20_000;
+const TTL_MS = 5_000;
+const LOCK_DELAY_MS = 2_500;
+const TAKEOVER_MS = 30_000;
 
 const dataSchema = z.strictObject({ rollout: z.string(), wave: z.number().int().min(0) });
 type Data = z.infer<typeof dataSchema>;
@@ -105,7 +106,7 @@ function logged(replica: Replica, message: RegExp): Record<string, unknown>[] {
   return replica.logs.filter((line) => typeof line["msg"] === "string" && message.test(line["msg"]));
 }
 
-describe("leadership among controller replicas", () => {
+describe("leadership among controller replicas", { timeout: 60_000 }, () => {
   it("exactly one of three leads, holding the key in Consul, and keeps it over several renewals", async () => {
     await startReplicas(3);
     const leader = await settledLeader();

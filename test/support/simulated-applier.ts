@@ -1,3 +1,4 @@
+import { createHash } from "node:crypto";
 import type { DesiredServer } from "../../agent/model/desired-state.js";
 import { nameSchema } from "../../agent/model/values.js";
 import type { ObservedBackend, ObservedServer } from "../../agent/reconcile/observed-state.js";
@@ -15,10 +16,13 @@ const EMPTY_PLAN: Plan = { steps: [], backends: [], staleLedgerKeys: [], nextChe
 /**
  * HAProxy as it would be after a perfect apply: every desired server ready, nothing left to
  * plan. `firstPush` resolves once a pushed set (not the empty startup set) was applied.
+ * A backend left out of a desired set keeps its servers, as the real agent leaves it alone.
  */
 export class SimulatedApplier implements Applier {
   readonly firstPush: Promise<void>;
   private pushed: () => void = () => undefined;
+  private readonly current = new Map<string, readonly DesiredServer[]>();
+  private readonly fewest = new Map<string, number>();
 
   constructor(
     private readonly backends: readonly string[],
@@ -29,7 +33,21 @@ export class SimulatedApplier implements Applier {
 
   async apply(desired: DesiredSet): Promise<SocketApply[]> {
     if (desired.backends.size > 0) this.pushed();
+    for (const backend of desired.backends.values()) {
+      this.current.set(backend.name, backend.servers);
+      this.fewest.set(backend.name, Math.min(this.fewest.get(backend.name) ?? Infinity, backend.servers.length));
+    }
     return [convergedReport(desired, this.socket)];
+  }
+
+  /** The servers `backend` serves now (none before its first set). */
+  serving(backend: string): readonly DesiredServer[] {
+    return this.current.get(backend) ?? [];
+  }
+
+  /** The fewest servers `backend` ever served once it had its first set; undefined before. */
+  fewestServing(backend: string): number | undefined {
+    return this.fewest.get(backend);
   }
 
   async inventory(): Promise<SocketInventory[]> {
@@ -72,4 +90,10 @@ function servingServer(server: DesiredServer, index: number): ObservedServer {
     status: "no check",
     sessions: null,
   };
+}
+
+/** A short digest of a server set's endpoints, in any order: to compare sets across processes. */
+export function endpointsDigest(servers: ReadonlyArray<{ address: string; port: number }>): string {
+  const endpoints = servers.map((server) => `${server.address} ${server.port}`).sort();
+  return createHash("sha256").update(endpoints.join("\n")).digest("hex").slice(0, 16);
 }
