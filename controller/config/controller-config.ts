@@ -38,6 +38,8 @@ const consulSchema = z.strictObject({
   datacenter: serviceNameSchema.optional(),
   healthy: z.enum(["passing", "passing-or-warning"]).default("passing"),
   weights: z.enum(["meta", "consul"]).default("meta"),
+  /** For an https:// address: the CA that signed Consul's certificate; absent: the system's. */
+  caFile: z.string().min(1, "must not be empty").optional(),
 });
 export type ConsulDiscovery = z.output<typeof consulSchema>;
 

@@ -16,7 +16,12 @@ export async function loadControllerConfig(path: string): Promise<ControllerConf
   const { discovery, tls, http, stateDir } = config;
   return {
     ...config,
-    discovery: "file" in discovery ? { file: near(discovery.file) } : discovery,
+    discovery:
+      "file" in discovery
+        ? { file: near(discovery.file) }
+        : discovery.consul.caFile === undefined
+          ? discovery
+          : { consul: { ...discovery.consul, caFile: near(discovery.consul.caFile) } },
     http: http.tokenFile === undefined ? http : { ...http, tokenFile: near(http.tokenFile) },
     ...(tls === undefined ? {} : { tls: { ca: near(tls.ca), cert: near(tls.cert), key: near(tls.key) } }),
     ...(stateDir === undefined ? {} : { stateDir: near(stateDir) }),

@@ -3,7 +3,7 @@ import type { Logger } from "pino";
 import { z } from "zod";
 import { InvalidInputError } from "../../agent/errors.js";
 import { issuesOf } from "../../agent/model/validate.js";
-import { ConsulClient, DEFAULT_WAIT_MS } from "../discovery/consul/consul-client.js";
+import { ConsulClient, consulAgent, DEFAULT_WAIT_MS } from "../discovery/consul/consul-client.js";
 import { DEFAULT_RATE_LIMIT, fullBucket, isNewAnswer, nextIndex, systemClock, takeToken, type WatchClock } from "../discovery/consul/consul-watch.js";
 import { ConsulLockApi, type KeyAnswer } from "./consul-lock-api.js";
 import { checkPublished, encodeLeaderValue, readLeaderValue, replicaSchema, type Replica } from "./leader-value.js";
@@ -39,8 +39,10 @@ import {
  */
 
 export interface ConsulLeadershipOptions<T> {
-  /** `http://host:port` of a Consul agent, as the discovery's. */
+  /** `http://host:port` or `https://` of a Consul agent, as the discovery's. */
   address: string;
+  /** https: the CA that signed Consul's certificate; absent: the system's trust store. */
+  caFile?: string;
   token?: string;
   datacenter?: string;
   timeoutMarginMs?: number;
@@ -69,7 +71,8 @@ export const DEFAULT_SESSION_TTL_MS = 15_000;
 export const DEFAULT_LOCK_DELAY_MS = 15_000;
 
 const optionsSchema = z.looseObject({
-  address: z.url({ protocol: /^http$/, error: "must be an http:// URL" }),
+  address: z.url({ protocol: /^https?$/, error: "must be an http:// or https:// URL" }),
+  caFile: z.string().min(1, "must not be empty").optional(),
   token: z.string().min(1, "must not be empty").optional(),
   datacenter: z.string().min(1, "must not be empty").optional(),
   timeoutMarginMs: z.number().int().min(0).optional(),
@@ -87,7 +90,7 @@ const optionsSchema = z.looseObject({
 
 export class ConsulLeadership<T> {
   private readonly api: ConsulLockApi;
-  private readonly agent = new http.Agent({ keepAlive: true });
+  private readonly agent: http.Agent;
   private readonly timing: Timing;
   private readonly clock: WatchClock;
   private readonly key: string;
@@ -107,6 +110,7 @@ export class ConsulLeadership<T> {
   constructor(private readonly options: ConsulLeadershipOptions<T>) {
     const checked = optionsSchema.safeParse(options);
     if (!checked.success) throw new InvalidInputError("Consul leadership options", issuesOf(checked.error, options));
+    this.agent = consulAgent(options.address, options.caFile);
     this.key = options.key;
     this.replica = { ...options.replica };
     this.logger = options.logger;

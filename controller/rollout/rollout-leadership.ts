@@ -18,6 +18,7 @@ export function rolloutLeadership(settings: NonNullable<ControllerConfig["leader
     address: consul.address,
     ...(consul.token === undefined ? {} : { token: consul.token }),
     ...(consul.datacenter === undefined ? {} : { datacenter: consul.datacenter }),
+    ...(consul.caFile === undefined ? {} : { caFile: consul.caFile }),
     key: settings.key,
     sessionTtlMs: settings.sessionTtlMs,
     lockDelayMs: settings.lockDelayMs,

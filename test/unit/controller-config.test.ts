@@ -489,6 +489,12 @@ describe("loadControllerConfig", () => {
     expect((await loadControllerConfig(path)).discovery).toEqual({ file: join(dir, "catalog.json") });
   });
 
+  it("resolves Consul's CA file against the config file's directory", async () => {
+    const path = join(dir, "consul-tls.yaml");
+    await writeFile(path, "discovery:\n  consul: { address: https://consul.internal:8501, caFile: tls/consul-ca.pem }\nbackends:\n  - { backend: be_web, service: web }\n");
+    expect((await loadControllerConfig(path)).discovery).toEqual({ consul: { address: "https://consul.internal:8501", caFile: join(dir, "tls/consul-ca.pem"), healthy: "passing", weights: "meta" } });
+  });
+
   it("refuses other extensions and unreadable files", async () => {
     const toml = join(dir, "hafleet.toml");
     await writeFile(toml, yamlWith(""));

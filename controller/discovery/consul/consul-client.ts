@@ -1,10 +1,30 @@
+import { readFileSync } from "node:fs";
 import http from "node:http";
-import { HafleetError } from "../../../agent/errors.js";
+import https from "node:https";
+import { HafleetError, InvalidInputError } from "../../../agent/errors.js";
 import type { DroppedInstance, RawInstance } from "../service-snapshot.js";
 import { ConsulAnswerError, parseConsulIndex, parseHealthAnswer, preview, type HealthPolicy, type WeightSource } from "./consul-response.js";
 
 /**
- * One blocking query over node:http. Not fetch: undici's default headersTimeout (300 s) would
+ * The kept-alive connections to one Consul agent: TLS for an https:// address, trusting
+ * `caFile` (Consul's CA) when given, else the system's store. Throws naming the file when it
+ * cannot be read, at start rather than at the first query.
+ */
+export function consulAgent(address: string, caFile?: string): http.Agent {
+  if (new URL(address).protocol !== "https:") return new http.Agent({ keepAlive: true });
+  let ca: Buffer | undefined;
+  if (caFile !== undefined) {
+    try {
+      ca = readFileSync(caFile);
+    } catch (error) {
+      throw new InvalidInputError("Consul options", [{ path: "caFile", message: `cannot read it: ${(error as Error).message}`, value: caFile }]);
+    }
+  }
+  return new https.Agent({ keepAlive: true, ...(ca === undefined ? {} : { ca }) });
+}
+
+/**
+ * One blocking query over node:http (or https). Not fetch: undici's default headersTimeout (300 s) would
  * cut Consul's default 5-minute wait (plus up to wait/16 of jitter) short.
  */
 
@@ -159,7 +179,7 @@ export class ConsulClient {
 
   constructor(private readonly options: ConsulClientOptions) {
     this.base = new URL(options.address);
-    if (this.base.protocol !== "http:") throw new ConsulConnectError(options.address, "only http:// addresses are supported");
+    if (this.base.protocol !== "http:" && this.base.protocol !== "https:") throw new ConsulConnectError(options.address, "only http:// and https:// addresses are supported");
     this.timeoutMarginMs = options.timeoutMarginMs ?? DEFAULT_TIMEOUT_MARGIN_MS;
     this.maxBodyBytes = options.maxBodyBytes ?? DEFAULT_MAX_BODY_BYTES;
   }
@@ -229,7 +249,8 @@ export class ConsulClient {
         return;
       }
       let settled = false;
-      const request = http.request(url, { method: exchange.method, headers, agent: this.options.agent ?? http.globalAgent });
+      const transport = url.protocol === "https:" ? https : http;
+      const request = transport.request(url, { method: exchange.method, headers, agent: this.options.agent ?? transport.globalAgent });
       const finish = (error: Error | null, value?: ConsulReply) => {
         if (settled) return;
         settled = true;

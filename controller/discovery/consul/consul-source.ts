@@ -4,13 +4,15 @@ import { z } from "zod";
 import { HafleetError, InvalidInputError } from "../../../agent/errors.js";
 import { issuesOf } from "../../../agent/model/validate.js";
 import { watchKey, type DiscoverySource, type DroppedInstance, type ServiceSnapshot, type SnapshotListener } from "../service-snapshot.js";
-import { ConsulClient, DEFAULT_MAX_BODY_BYTES, DEFAULT_TIMEOUT_MARGIN_MS, DEFAULT_WAIT_MS, MAX_WAIT_MS } from "./consul-client.js";
+import { ConsulClient, consulAgent, DEFAULT_MAX_BODY_BYTES, DEFAULT_TIMEOUT_MARGIN_MS, DEFAULT_WAIT_MS, MAX_WAIT_MS } from "./consul-client.js";
 import type { HealthPolicy, WeightSource } from "./consul-response.js";
 import { ConsulWatch, type BackoffOptions, type DiscoveryObserver, type TokenBucketOptions, type WatchClock } from "./consul-watch.js";
 
 export interface ConsulSourceOptions {
-  /** `http://host:port` of a Consul agent or server. */
+  /** `http://host:port` or `https://host:port` of a Consul agent or server. */
   address: string;
+  /** https: the CA that signed Consul's certificate; absent: the system's trust store. */
+  caFile?: string;
   token?: string;
   datacenter?: string;
   /** Default `passing`: Consul's `?passing`, node checks and maintenance included. */
@@ -40,7 +42,8 @@ export class ConsulSourceClosedError extends HafleetError {
 
 const positive = z.number().finite().positive();
 const optionsSchema = z.looseObject({
-  address: z.url({ protocol: /^http$/, error: "must be an http:// URL" }),
+  address: z.url({ protocol: /^https?$/, error: "must be an http:// or https:// URL" }),
+  caFile: z.string().min(1, "must not be empty").optional(),
   token: z.string().min(1, "must not be empty").optional(),
   datacenter: z.string().min(1, "must not be empty").optional(),
   healthy: z.enum(["passing", "passing-or-warning"]).optional(),
@@ -62,7 +65,7 @@ interface SharedWatch {
 
 export class ConsulSource implements DiscoverySource {
   private readonly client: ConsulClient;
-  private readonly agent = new http.Agent({ keepAlive: true });
+  private readonly agent: http.Agent;
   private readonly logger: Logger;
   private readonly watches = new Map<string, SharedWatch>();
   private readonly stopping = new Set<Promise<void>>();
@@ -72,6 +75,7 @@ export class ConsulSource implements DiscoverySource {
     const checked = optionsSchema.safeParse(options);
     if (!checked.success) throw new InvalidInputError("Consul source options", issuesOf(checked.error, options));
     this.logger = options.logger ?? pino({ enabled: false });
+    this.agent = consulAgent(options.address, options.caFile);
     const clientOptions = {
       address: options.address,
       healthy: options.healthy ?? "passing",
