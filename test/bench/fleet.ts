@@ -12,7 +12,8 @@ import { pino } from "pino";
 import { controllerConfigSchema } from "../../controller/config/controller-config.js";
 import { startController, type RunningController } from "../../controller/controller.js";
 import type { FleetServer } from "../../controller/server/fleet-server.js";
-import type { FleetCommand, FleetReport } from "./fleet-agents.js";
+import type { FleetReport } from "./fleet-agents.js";
+import { command, nextReport } from "./fleet-ipc.js";
 import { MemorySource, type MemoryInstance } from "./memory-source.js";
 import { printLine, round } from "./report.js";
 
@@ -110,31 +111,6 @@ function lowerPriority(child: ChildProcess): void {
   } catch {
     // Not allowed here: the agents then compete with the controller as equals.
   }
-}
-
-/** The child's next report of `type`; rejects if it fails, exits or stays silent too long. */
-function nextReport<K extends FleetReport["type"]>(child: ChildProcess, type: K, timeoutMs: number): Promise<Extract<FleetReport, { type: K }>> {
-  return new Promise((resolve, reject) => {
-    const finish = (error: Error | null, report?: Extract<FleetReport, { type: K }>): void => {
-      clearTimeout(timer);
-      child.off("message", onMessage);
-      child.off("exit", onExit);
-      if (error !== null) reject(error);
-      else resolve(report!);
-    };
-    const onMessage = (report: FleetReport): void => {
-      if (report.type === type) finish(null, report as Extract<FleetReport, { type: K }>);
-      else if (report.type === "failed") finish(new Error(`agent child ${child.pid}: ${report.error}`));
-    };
-    const onExit = (code: number | null, signal: string | null): void => finish(new Error(`agent child ${child.pid} exited (${signal ?? code}) before '${type}'`));
-    const timer = setTimeout(() => finish(new Error(`agent child ${child.pid}: no '${type}' within ${timeoutMs} ms`)), timeoutMs);
-    child.on("message", onMessage);
-    child.once("exit", onExit);
-  });
-}
-
-function command(child: ChildProcess, message: FleetCommand): void {
-  if (child.connected) child.send(message);
 }
 
 /** Total CPU of the agent children so far, in ms. */

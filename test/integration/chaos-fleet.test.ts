@@ -6,8 +6,10 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { fileURLToPath } from "node:url";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { writeFileAtomic } from "../../agent/files/write-file-atomic.js";
-import { fleetStatusSchema, type FleetStatus } from "../../controller/status/status-schema.js";
-import type { AgentCensus, FleetCommand, FleetReport } from "../bench/fleet-agents.js";
+import { type FleetStatus } from "../../controller/status/status-schema.js";
+import { fetchStatus } from "../support/status-api.js";
+import type { AgentCensus } from "../bench/fleet-agents.js";
+import { command as send, nextReport } from "../bench/fleet-ipc.js";
 import { until } from "../support/helpers.js";
 import { freePort } from "../support/haproxy.js";
 import { CONTROLLER_BIN, startNode, type NodeProcess } from "../support/processes.js";
@@ -91,14 +93,7 @@ function startController(): NodeProcess {
   return controller;
 }
 
-async function status(query = ""): Promise<FleetStatus | undefined> {
-  try {
-    const response = await fetch(`http://127.0.0.1:${httpPort}/api/v1/status${query}`, { signal: AbortSignal.timeout(10_000) });
-    return fleetStatusSchema.parse(await response.json());
-  } catch {
-    return undefined; // not up yet, or killed
-  }
-}
+const status = (query = ""): Promise<FleetStatus | undefined> => fetchStatus(httpPort, query);
 
 async function pausedSummary(): Promise<FleetStatus | undefined> {
   await sleep(POLL_PAUSE_MS);
@@ -124,32 +119,9 @@ async function allConnected(): Promise<void> {
   await until(async () => (await pausedSummary())?.summary.connected === AGENTS, `all ${AGENTS} agents connected`, CONVERGE_MS);
 }
 
-/** The fleet child's next report of `type`; rejects if it fails, exits or stays silent past `timeoutMs`. */
-function report<K extends FleetReport["type"]>(child: ChildProcess, type: K, timeoutMs: number): Promise<Extract<FleetReport, { type: K }>> {
-  return new Promise((resolve, reject) => {
-    const settle = (error: Error | null, message?: FleetReport): void => {
-      clearTimeout(timer);
-      child.off("message", onMessage).off("exit", onExit);
-      if (error === null) resolve(message as Extract<FleetReport, { type: K }>);
-      else reject(error);
-    };
-    const onMessage = (message: FleetReport): void => {
-      if (message.type === type) settle(null, message);
-      else if (message.type === "failed") settle(new Error(`fleet child: ${message.error}`));
-    };
-    const onExit = (code: number | null, signal: string | null): void => settle(new Error(`fleet child exited (${signal ?? code}) before '${type}'`));
-    const timer = setTimeout(() => settle(new Error(`fleet child: no '${type}' within ${timeoutMs} ms`)), timeoutMs);
-    child.on("message", onMessage).once("exit", onExit);
-  });
-}
-
-function send(child: ChildProcess, command: FleetCommand): void {
-  if (child.connected) child.send(command);
-}
-
 /** Each agent as it sees itself, by id. */
 async function census(): Promise<Map<string, AgentCensus>> {
-  const answer = report(fleet!, "census", 30_000);
+  const answer = nextReport(fleet!, "census", 30_000);
   send(fleet!, { type: "census" });
   return new Map((await answer).agents.map((agent) => [agent.agent, agent]));
 }
@@ -224,7 +196,7 @@ function expectServing(agents: ReadonlyMap<string, AgentCensus>, target: Sizes, 
 async function stopFleet(child: ChildProcess): Promise<void> {
   if (child.exitCode !== null || child.signalCode !== null) return;
   const exited = new Promise<void>((resolve) => child.once("exit", () => resolve()));
-  const stopped = report(child, "stopped", 20_000).catch(() => child.kill("SIGTERM"));
+  const stopped = nextReport(child, "stopped", 20_000).catch(() => child.kill("SIGTERM"));
   send(child, { type: "stop" });
   await stopped;
   const timer = setTimeout(() => child.kill("SIGKILL"), 10_000);
@@ -262,7 +234,7 @@ describe("chaos, a fleet of thousands", () => {
   it(`SIGKILL of the controller while ${AGENTS} agents connect: the replacement brings every one to discovery's state`, async () => {
     startController();
     fleet = fork(AGENTS_BIN, [String(AGENTS), `127.0.0.1:${grpcPort}`, "0", BACKENDS.join(",")], { stdio: ["ignore", "ignore", "inherit", "ipc"], execArgv: [] });
-    const ready = report(fleet, "ready", 2 * CONVERGE_MS);
+    const ready = nextReport(fleet, "ready", 2 * CONVERGE_MS);
     ready.catch(() => undefined); // awaited after the kill: a failure before then is reported there, not as unhandled
     await until(async () => ((await pausedSummary())?.summary.connected ?? 0) >= AGENTS / 4, "a quarter of the fleet connected", CONVERGE_MS);
     await controller!.kill("SIGKILL");

@@ -5,7 +5,8 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { AgentRunner } from "../../agent/run/agent-runner.js";
 import { RuntimeApplier } from "../../agent/run/applier.js";
 import { parseSocketAddress } from "../../agent/runtime/socket-address.js";
-import { fleetStatusSchema, type FleetStatus } from "../../controller/status/status-schema.js";
+import { type FleetStatus } from "../../controller/status/status-schema.js";
+import { fetchStatus } from "../support/status-api.js";
 import { serving, silentLogger } from "../support/apply.js";
 import { until } from "../support/helpers.js";
 import { freePort, startHaproxy, type RunningHaproxy } from "../support/haproxy.js";
@@ -35,14 +36,7 @@ function startControllerProcess(): NodeProcess {
   return controller;
 }
 
-async function status(): Promise<FleetStatus | undefined> {
-  try {
-    const response = await fetch(`http://127.0.0.1:${httpPort}/api/v1/status`);
-    return fleetStatusSchema.parse(await response.json());
-  } catch {
-    return undefined;
-  }
-}
+const status = (): Promise<FleetStatus | undefined> => fetchStatus(httpPort);
 
 const allOn = (servers: number) =>
   until(async () => {

@@ -7,7 +7,8 @@ import type { AgentRunner } from "../../agent/run/agent-runner.js";
 import { RuntimeApplier, type Applier } from "../../agent/run/applier.js";
 import { controllerConfigSchema } from "../../controller/config/controller-config.js";
 import { startController, type RunningController } from "../../controller/controller.js";
-import { fleetStatusSchema, type FleetStatus, type RolloutStatus } from "../../controller/status/status-schema.js";
+import { type FleetStatus, type RolloutStatus } from "../../controller/status/status-schema.js";
+import { readStatus } from "../support/status-api.js";
 import { AgentApi, instance, startConsulEmulator, type ConsulEmulator } from "../consul-emulator/consul-emulator.js";
 import { serving, silentLogger } from "../support/apply.js";
 import { startHaproxy, type RunningHaproxy } from "../support/haproxy.js";
@@ -67,10 +68,7 @@ async function agent(id: string, applier: Applier, first: RunningController): Pr
   return runner;
 }
 
-async function status(controller: RunningController): Promise<FleetStatus> {
-  const response = await fetch(`http://127.0.0.1:${controller.httpPort}/api/v1/status`);
-  return fleetStatusSchema.parse(await response.json());
-}
+const status = (controller: RunningController): Promise<FleetStatus> => readStatus(controller.httpPort!);
 
 function act(controller: RunningController, action: string): Promise<Response> {
   return fetch(`http://127.0.0.1:${controller.httpPort}/api/v1/rollout/${action}`, { method: "POST", headers: { authorization: `Bearer ${TOKEN}` } });

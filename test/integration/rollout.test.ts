@@ -7,7 +7,8 @@ import type { AgentRunner } from "../../agent/run/agent-runner.js";
 import { RuntimeApplier, type Applier } from "../../agent/run/applier.js";
 import { controllerConfigSchema } from "../../controller/config/controller-config.js";
 import { startController, type RunningController } from "../../controller/controller.js";
-import { fleetStatusSchema, type FleetStatus, type RolloutStatus } from "../../controller/status/status-schema.js";
+import { type FleetStatus, type RolloutStatus } from "../../controller/status/status-schema.js";
+import { readStatus } from "../support/status-api.js";
 import { serving, silentLogger } from "../support/apply.js";
 import { freePort, startHaproxy, type RunningHaproxy } from "../support/haproxy.js";
 import { templateBackend } from "../support/haproxy-config.js";
@@ -77,10 +78,7 @@ function realApplier(h: RunningHaproxy, id: string): Applier {
   return new RuntimeApplier({ sockets: [parseSocketAddress(h.socket)], stateDir: join(dir, id), drainMs: 300, logger: silentLogger });
 }
 
-async function status(): Promise<FleetStatus> {
-  const response = await fetch(`http://127.0.0.1:${controller!.httpPort}/api/v1/status`);
-  return fleetStatusSchema.parse(await response.json());
-}
+const status = (): Promise<FleetStatus> => readStatus(controller!.httpPort!);
 
 
 /** What a failed wait says of the fleet. */

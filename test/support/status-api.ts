@@ -1,10 +1,17 @@
 import { fleetStatusSchema, type AgentBackendStatus, type FleetStatus } from "../../controller/status/status-schema.js";
 
-/** The controller's status API as scripts read it, validated; undefined while it does not answer. */
-export async function fetchStatus(httpPort: number): Promise<FleetStatus | undefined> {
+/** The controller's status API (`query`: `?agent=...`), validated; throws unless it answers 200. */
+export async function readStatus(httpPort: number, query = ""): Promise<FleetStatus> {
+  // Bounded: a controller stopped by SIGSTOP or killed mid-answer must not hang the test.
+  const response = await fetch(`http://127.0.0.1:${httpPort}/api/v1/status${query}`, { signal: AbortSignal.timeout(10_000) });
+  if (response.status !== 200) throw new Error(`status API answered ${response.status}: ${await response.text()}`);
+  return fleetStatusSchema.parse(await response.json());
+}
+
+/** As readStatus, undefined while the controller does not answer (not up yet, or killed). */
+export async function fetchStatus(httpPort: number, query = ""): Promise<FleetStatus | undefined> {
   try {
-    const response = await fetch(`http://127.0.0.1:${httpPort}/api/v1/status`);
-    return fleetStatusSchema.parse(await response.json());
+    return await readStatus(httpPort, query);
   } catch {
     return undefined;
   }
