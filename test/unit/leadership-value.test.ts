@@ -95,11 +95,11 @@ describe("the leadership's options and errors", () => {
   const valid = { address: "http://127.0.0.1:8500", key: KEY, replica: { id: "ctl-1" }, data: dataSchema, logger: pino({ enabled: false }) };
 
   it("refuses bad options, naming each", () => {
-    const error = caught(() => new ConsulLeadership({ ...valid, address: "https://consul:8501", key: "/leader", lockDelayMs: 90_000, replica: { id: "" } }));
+    const error = caught(() => new ConsulLeadership({ ...valid, address: "ftp://consul:8501", key: "/leader", lockDelayMs: 90_000, replica: { id: "" } }));
     expect(error).toBeInstanceOf(InvalidInputError);
     const message = (error as Error).message;
     expect(message).toMatch(/^Consul leadership options: /);
-    expect(message).toContain("address: must be an http:// URL");
+    expect(message).toContain("address: must be an http:// or https:// URL");
     expect(message).toContain("key: must not begin with '/'");
     expect(message).toContain("lockDelayMs: must be at most 60 s");
     expect(message).toContain("replica.id: must not be empty");
