@@ -160,6 +160,8 @@ export class RolloutCoordinator {
     else this.options.changed();
   }  /** The agent's desired backends, the rollout's backends taken from its side. */
   resolve(agentId: string, live: readonly DesiredBackendState[]): readonly DesiredBackendState[] {
+    // Runs for every agent on every change: with nothing pinned nor under rollout, no side to look up.
+    if (this.baseline.size === 0) return live;
     const side = this.side(agentId) === "baseline" ? "baseline" : "target";
     const overrides = side === "baseline" ? this.baseline : this.pinned;
     if (overrides.size === 0) return live;

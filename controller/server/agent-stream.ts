@@ -3,7 +3,7 @@ import * as grpc from "@grpc/grpc-js";
 import type { Logger } from "pino";
 import { InvalidInputError } from "../../agent/errors.js";
 import { heartbeatDue } from "../../proto/heartbeat.js";
-import { fullBucket, takeToken, type TokenBucketOptions, type TokenBucketState } from "../discovery/consul/consul-watch.js";
+import { fullBucket, takeToken, type TokenBucketOptions, type TokenBucketState } from "../core/token-bucket.js";
 import { agentMessageSchema, parseMessage, type AgentMessage, type DesiredPush, type ObservedReport } from "../../proto/messages.js";
 import { AgentSession } from "../core/agent-session.js";
 import type { DesiredBackendState } from "../core/desired-store.js";

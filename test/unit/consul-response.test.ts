@@ -7,13 +7,12 @@ import { ConsulAnswerError, parseConsulIndex, parseHealthAnswer, worstStatus, ty
 import {
   backoffDelay,
   ConsulWatch,
-  fullBucket,
   isNewAnswer,
   nextIndex,
   serverSetFingerprint,
-  takeToken,
   type WatchClock,
 } from "../../controller/discovery/consul/consul-watch.js";
+import { fullBucket, takeToken } from "../../controller/core/token-bucket.js";
 import { caught, seededRandom } from "../support/helpers.js";
 
 const META: AnswerOptions = { service: "web", healthy: "passing", weights: "meta" };

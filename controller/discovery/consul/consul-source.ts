@@ -6,7 +6,8 @@ import { issuesOf } from "../../../agent/model/validate.js";
 import { watchKey, type DiscoverySource, type DroppedInstance, type ServiceSnapshot, type SnapshotListener } from "../service-snapshot.js";
 import { ConsulClient, consulAgent, DEFAULT_MAX_BODY_BYTES, DEFAULT_TIMEOUT_MARGIN_MS, DEFAULT_WAIT_MS, MAX_WAIT_MS } from "./consul-client.js";
 import type { HealthPolicy, WeightSource } from "./consul-response.js";
-import { ConsulWatch, type BackoffOptions, type DiscoveryObserver, type TokenBucketOptions, type WatchClock } from "./consul-watch.js";
+import type { TokenBucketOptions } from "../../core/token-bucket.js";
+import { ConsulWatch, type BackoffOptions, type DiscoveryObserver, type WatchClock } from "./consul-watch.js";
 
 export interface ConsulSourceOptions {
   /** `http://host:port` or `https://host:port` of a Consul agent or server. */

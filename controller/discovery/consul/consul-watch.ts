@@ -2,6 +2,7 @@ import type { DesiredServer } from "../../../agent/model/desired-state.js";
 import { endpointKey } from "../../../agent/model/values.js";
 import { toServers, type DroppedInstance, type ServiceSnapshot } from "../service-snapshot.js";
 import type { HealthAnswer } from "./consul-client.js";
+import { fullBucket, takeToken, type TokenBucketOptions } from "../../core/token-bucket.js";
 
 /*
  * The loop of one watched key: blocking queries for ever, until stopped. The rules it follows
@@ -27,33 +28,9 @@ export function isNewAnswer(sent: number, returned: number, seenAny: boolean): b
   return !seenAny || returned !== sent;
 }
 
-// ---- Token bucket: a few quick queries, then a rate; never a fixed sleep ----
-
-export interface TokenBucketOptions {
-  /** Queries that may go out back to back after a quiet time. */
-  burst: number;
-  refillPerSecond: number;
-}
+// ---- Rate: a few quick queries, then a rate (see token-bucket.ts) ----
 
 export const DEFAULT_RATE_LIMIT: TokenBucketOptions = { burst: 2, refillPerSecond: 1 };
-
-export interface TokenBucketState {
-  /** Below 0 when queries are already booked for the future. */
-  tokens: number;
-  at: number;
-}
-
-export function fullBucket(options: TokenBucketOptions, now: number): TokenBucketState {
-  return { tokens: options.burst, at: now };
-}
-
-/** Takes one token: how long to wait before it is there, and the bucket after. */
-export function takeToken(state: TokenBucketState, now: number, options: TokenBucketOptions): { delayMs: number; state: TokenBucketState } {
-  const elapsed = Math.max(0, now - state.at);
-  const tokens = Math.min(options.burst, state.tokens + (elapsed * options.refillPerSecond) / 1000) - 1;
-  const delayMs = tokens >= 0 ? 0 : Math.ceil((-tokens * 1000) / options.refillPerSecond);
-  return { delayMs, state: { tokens, at: now } };
-}
 
 // ---- Backoff after errors: exponential, capped, jittered so watches do not retry in step ----
 
