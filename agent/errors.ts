@@ -83,6 +83,21 @@ export class ConnectionLostError extends HafleetError {
   }
 }
 
+/**
+ * Every process that answered the admin socket was an old worker that is stopping (`Stopping: 1`):
+ * after a reload it serves only the connections it had, so nothing may be read from or sent to it.
+ */
+export class StoppingWorkerError extends HafleetError {
+  readonly code = "HAFLEET_STOPPING_WORKER";
+  constructor(
+    readonly socket: string,
+    readonly pid: number,
+  ) {
+    super(`only an old, stopping HAProxy worker (pid ${pid}) answers ${socket}: the new worker does not answer yet`);
+    this.name = "StoppingWorkerError";
+  }
+}
+
 /** The command line itself is wrong (a missing flag, an unknown command). */
 export class UsageError extends HafleetError {
   readonly code = "HAFLEET_USAGE";

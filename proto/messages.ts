@@ -77,6 +77,8 @@ export const observedReportSchema = z.object({
         digest: versionSchema,
         serving: z.number().int().min(0),
         drift: z.array(z.object({ endpoint: z.string().max(64), state: driftStateSchema })).max(LIMITS.serversPerBackend),
+        // Absent or "" (what proto-loader decodes when an agent sends none): not repairing.
+        repairing: z.string().max(LIMITS.text).optional(),
       }),
     )
     .max(LIMITS.backends),

@@ -1,14 +1,15 @@
 import { readFile } from "node:fs/promises";
 import type { Logger } from "pino";
-import { UsageError } from "../errors.js";
+import { InvalidInputError, UsageError } from "../errors.js";
 import { formatHybridOutcome, hybridFlagOptions, hybridReloader, openHybridSession, parseHybridFlags, runHybrid } from "../hybrid/hybrid-session.js";
 import { parseDesiredStateJson, type DesiredState } from "../model/desired-state.js";
+import { manageFlagIssues, managedBackends, unmanagedIssues } from "../model/manage-patterns.js";
 import { LedgerStore } from "../reconcile/ledger-store.js";
 import { reconcileSocket, type SocketReport } from "../reconcile/reconciler.js";
 import { RuntimeClient } from "../runtime/runtime-client.js";
 import { parseSocketAddress } from "../runtime/socket-address.js";
 import { parseDuration, parseFlags } from "./args.js";
-import { formatPlan, formatReport } from "./format.js";
+import { formatDryRun, formatPlan, formatReport, planConverges } from "./format.js";
 
 export const APPLY_HELP = `Usage: hafleet-agent apply --socket SOCKET [--socket SOCKET ...] --desired FILE [options]
 
@@ -18,7 +19,7 @@ every HAProxy now runs the desired state.
 
   --socket S        admin socket: a unix path, or HOST:PORT (repeat for several HAProxy)
   --desired FILE    desired-state JSON ('-' for stdin)
-  --dry-run         print the plan, change nothing
+  --dry-run         print the plan and what it cannot place, change nothing
   --json            print the plan and the report as JSON
   --drain-period D  how long a removed server drains before maintenance (default 5s;
                     sooner when it has no sessions left)
@@ -26,6 +27,9 @@ every HAProxy now runs the desired state.
   --state-dir DIR   where hafleet remembers the drains/maintenances it set itself, to tell
                     them from an operator's (default /var/lib/hafleet)
   --allow-empty     let an empty server list empty a backend that serves traffic
+  --manage P        a backend this host lets hafleet change: a name, or a pattern where '*'
+                    stands for any characters, e.g. be_web_* (repeat); a desired backend
+                    outside them refuses the whole file (exit 2). None given: every backend
   -h, --help        this text
 
 Hybrid mode (all four together, one --socket): after applying, re-render FILE from what
@@ -40,7 +44,9 @@ a changed template); a failed reload restores the previous FILE and exits 1.
   --var KEY=VALUE      a template variable (stateFile and adminSocket default to the flags)
 
 Exit codes: 0 desired state running; 1 not (refused, not placed, still draining);
-2 invalid input (nothing applied); 3 HAProxy unreachable or unreadable.`;
+2 invalid input (nothing applied); 3 HAProxy unreachable or unreadable.
+With --dry-run: 0 the plan would make HAProxy run the desired state; 1 it would not (servers
+it cannot place, each printed with the reason, as --json's 'unplaced' says); 2 and 3 as above.`;
 
 export async function applyCommand(args: string[], log: Logger): Promise<number> {
   const flags = parseFlags("apply", args, {
@@ -52,8 +58,11 @@ export async function applyCommand(args: string[], log: Logger): Promise<number>
     wait: { type: "string" },
     "state-dir": { type: "string" },
     "allow-empty": { type: "boolean" },
+    manage: { type: "string", multiple: true },
     ...hybridFlagOptions,
   });
+  const manageIssues = manageFlagIssues(flags.manage ?? []);
+  if (manageIssues.length > 0) throw new InvalidInputError("command line", manageIssues);
   const sockets = (flags.socket ?? []).map(parseSocketAddress);
   if (sockets.length === 0 || flags.desired === undefined) throw new UsageError("apply needs --socket and --desired");
   const drainMs = parseDuration("--drain-period", flags["drain-period"] ?? "5s");
@@ -61,6 +70,10 @@ export async function applyCommand(args: string[], log: Logger): Promise<number>
   const hybridSettings = parseHybridFlags(flags);
   if (hybridSettings && sockets.length > 1) throw new UsageError("hybrid mode manages one HAProxy (one config file): give one --socket");
   const desired = await loadDesired(flags.desired);
+  // Before any socket is opened: a file naming a backend this host keeps for itself is refused
+  // whole, so a typo never applies half of it.
+  const unmanaged = unmanagedIssues(desired.backends, managedBackends(flags.manage));
+  if (unmanaged.length > 0) throw new InvalidInputError(sourceOf(flags.desired), unmanaged);
   const stateDir = flags["state-dir"] ?? "/var/lib/hafleet";
   const hybrid = hybridSettings && !flags["dry-run"] ? await openHybridSession(hybridSettings, flags.socket![0]!) : null;
   let hybridOk = true;
@@ -83,13 +96,17 @@ export async function applyCommand(args: string[], log: Logger): Promise<number>
     }),
   );
   print(reports, flags.json ?? false, flags["dry-run"] ?? false);
-  if (flags["dry-run"]) return 0;
+  if (flags["dry-run"]) return reports.every((report) => planConverges(report.plan)) ? 0 : 1;
   return hybridOk && reports.every((report) => report.converged) ? 0 : 1;
 }
 
 async function loadDesired(file: string): Promise<DesiredState> {
   const text = file === "-" ? await readStdin() : await readFile(file, "utf8");
-  return parseDesiredStateJson(text, file === "-" ? "stdin" : file);
+  return parseDesiredStateJson(text, sourceOf(file));
+}
+
+function sourceOf(file: string): string {
+  return file === "-" ? "stdin" : file;
 }
 
 async function readStdin(): Promise<string> {
@@ -103,6 +120,8 @@ function print(reports: readonly SocketReport[], json: boolean, dryRun: boolean)
     const rendered = reports.map((report) => ({
       socket: report.socket,
       converged: report.converged,
+      // A dry run's exit code: `converged` says whether HAProxy runs the desired state already.
+      ...(dryRun ? { wouldConverge: planConverges(report.plan) } : {}),
       plan: report.plan,
       outcomes: report.outcomes,
       final: report.final,
@@ -111,8 +130,7 @@ function print(reports: readonly SocketReport[], json: boolean, dryRun: boolean)
     return;
   }
   for (const report of reports) {
-    process.stdout.write(formatPlan(report.socket, report.plan) + "\n");
-    if (!dryRun) process.stdout.write(formatReport(report) + "\n");
+    process.stdout.write((dryRun ? formatDryRun(report) : `${formatPlan(report.socket, report.plan)}\n${formatReport(report)}`) + "\n");
   }
 }
 

@@ -19,7 +19,35 @@ export function formatReport(report: SocketReport): string {
   const verdict = report.converged ? "runs the desired state" : "does NOT run the desired state";
   const lines = [`${report.socket}: ${verdict} (${applied} change(s) applied)`];
   for (const outcome of report.outcomes) if (!outcome.ok) lines.push(`  failed: ${describeFailure(outcome)}`);
-  for (const backend of report.final.backends) {
+  lines.push(...backendNotes(report.final));
+  for (const step of report.final.steps) lines.push(`  still to do: ${step.action} ${step.backend}/${step.server}`);
+  return lines.join("\n");
+}
+
+/**
+ * Whether running the plan would leave HAProxy with the desired state: nothing it cannot place.
+ * A dry run's exit code and its last line both come from here, so they cannot disagree. Drains
+ * under way do not count: they end on their own.
+ */
+export function planConverges(plan: Plan): boolean {
+  return notPlaced(plan) === 0;
+}
+
+function notPlaced(plan: Plan): number {
+  return plan.backends.reduce((count, backend) => count + backend.unplaced.length, 0);
+}
+
+/** `--dry-run`: the plan, what it leaves unplaced and why (as `--json` has it), and the verdict. */
+export function formatDryRun(report: SocketReport): string {
+  const { socket, plan } = report;
+  const verdict = planConverges(plan) ? "would run the desired state after these changes" : `would NOT run the desired state: ${notPlaced(plan)} not placed`;
+  return [formatPlan(socket, plan), ...backendNotes(plan), `${socket}: ${verdict}`].join("\n");
+}
+
+/** Per backend, what an operator should know besides the changes: held, unplaced, draining. */
+function backendNotes(plan: Plan): string[] {
+  const lines: string[] = [];
+  for (const backend of plan.backends) {
     for (const held of backend.held) {
       lines.push(`  held by operator: ${backend.backend}/${held.server} ${held.endpoint ?? "-"} (${held.admin}${held.desired ? "" : ", no longer desired"})`);
     }
@@ -27,8 +55,7 @@ export function formatReport(report: SocketReport): string {
     for (const drain of backend.draining) lines.push(`  still draining: ${backend.backend}/${drain.server} ${drain.endpoint ?? "-"}`);
     for (const name of backend.unmanageable) lines.push(`  left alone (name not usable in a command): ${backend.backend}/${name}`);
   }
-  for (const step of report.final.steps) lines.push(`  still to do: ${step.action} ${step.backend}/${step.server}`);
-  return lines.join("\n");
+  return lines;
 }
 
 function describeFailure(outcome: Extract<StepOutcome, { ok: false }>): string {

@@ -4,6 +4,7 @@ import { agentConfigFromFlags, loadAgentConfig, prepareAgent, runFlagOptions, ty
 import { packageVersion } from "../config/package-version.js";
 import { serveUntilStopped, type Running } from "../config/serve-until-stopped.js";
 import { UsageError } from "../errors.js";
+import { managedBackends } from "../model/manage-patterns.js";
 import { parseSocketAddress } from "../runtime/socket-address.js";
 import { AgentRunner } from "../run/agent-runner.js";
 import { RuntimeApplier } from "../run/applier.js";
@@ -28,6 +29,9 @@ valid is logged and the running settings stay).
   --socket S        admin socket: a unix path, or HOST:PORT (repeat for several HAProxy)
   --id ID           this agent's id (1-128 letters, digits, '.', '_' or '-')
   --label K=V       a label the controller selects agents by, e.g. region=eu-west-1 (repeat)
+  --manage P        a backend this agent may change: a name, or a pattern where '*' stands for
+                    any characters, e.g. be_web_* (repeat); a push for any other backend is
+                    nacked and HAProxy is left alone. None given: every backend
   --state-dir DIR   where the desired state and the drain ledgers are kept
                     (default /var/lib/hafleet)
   --drain-period D  how long a removed server drains before maintenance (default 5s;
@@ -60,10 +64,12 @@ export async function runCommand(args: string[], log: Logger): Promise<number> {
 }
 
 /** Resolves once the stored desired state was applied, as AgentRunner.start() does. */
-async function startAgent({ config, hybrid }: PreparedAgent, log: Logger, defaultLevel: string): Promise<Running> {
+async function startAgent({ config, hybrid, warnings }: PreparedAgent, log: Logger, defaultLevel: string): Promise<Running> {
   log.level = config.logLevel ?? defaultLevel;
   const plaintext = plaintextWarning(config);
   if (plaintext !== null) log.warn({ agent: config.id }, plaintext);
+  // Info, not warn: without a list the agent does what it always did; check-config warns.
+  for (const warning of warnings) log.info({ agent: config.id }, warning);
   let runner: AgentRunner | null = null;
   const metrics = new AgentMetrics({ serving: () => runner?.observedReport.backends ?? [] });
   runner = new AgentRunner({
@@ -80,6 +86,7 @@ async function startAgent({ config, hybrid }: PreparedAgent, log: Logger, defaul
       ...(hybrid ? { hybrid } : {}),
     }),
     stateDir: config.stateDir,
+    manage: managedBackends(config.manage),
     resyncMs: config.resync,
     observer: metrics,
     ...(config.tls === undefined ? {} : { tls: config.tls }),

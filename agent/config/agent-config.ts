@@ -3,6 +3,7 @@ import { z } from "zod";
 import { InvalidInputError } from "../errors.js";
 import { parseTemplateVars } from "../hybrid/render-config.js";
 import { MAX_SPARE_SLOTS } from "../hybrid/render-model.js";
+import { manageListSchema } from "../model/manage-patterns.js";
 import { parseSocketAddress } from "../runtime/socket-address.js";
 import { helloSchema, LIMITS } from "../../proto/messages.js";
 import { durationSchema } from "./duration.js";
@@ -85,6 +86,11 @@ export const agentConfigSchema = z
     drainPeriod: durationSchema(0).default(5_000),
     resync: durationSchema(1).default(10_000),
     hybrid: hybridSchema.optional(),
+    /**
+     * The backends this agent may change: names, or patterns with `*`. Absent: every backend,
+     * as before the list existed, so an upgraded agent keeps serving (check-config warns).
+     */
+    manage: manageListSchema.optional(),
     /** Prometheus /metrics on this loopback HOST:PORT; absent: none. */
     metricsListen: z.string().refine((text) => isLoopbackListen(text), "must be a loopback HOST:PORT (127.0.0.1:7902): the agent's local endpoints are not for the network").optional(),
     /** mTLS to the controller: the fleet CA, this agent's certificate (its id in the SAN) and key. */
@@ -131,6 +137,15 @@ export function plaintextWarning(config: Pick<AgentConfig, "controllers" | "tls"
   if (config.tls !== undefined || config.insecure !== true) return null;
   const remote = remoteController(config.controllers);
   return remote === undefined ? null : `insecure: plaintext to the controller ${remote}: anyone in the path could push any desired state`;
+}
+
+/**
+ * What check-config says of a file without `manage`: valid, but the agent would take over
+ * any backend a controller's mapping names, hand-written ones included. Null when it has one.
+ */
+export function manageWarning(config: Pick<AgentConfig, "manage">): string | null {
+  if (config.manage !== undefined) return null;
+  return "no 'manage' list: this agent changes every backend the controller names, hand-written ones included; list the backends hafleet owns here, e.g. manage: [be_app, \"be_web_*\"] ('*' says every backend on purpose)";
 }
 
 function remoteController(controllers: readonly string[]): string | undefined {

@@ -4,7 +4,7 @@ import { InvalidInputError, type InputIssue } from "../errors.js";
 import { hybridFlagOptions, openHybridSession, parseHybridFlags, type HybridFlags, type HybridSession, type HybridSettings } from "../hybrid/hybrid-session.js";
 import { parseTemplateVars } from "../hybrid/render-config.js";
 import { issuesOf } from "../model/validate.js";
-import { agentConfigSchema, varTexts, type AgentConfig, type AgentConfigInput, type HybridConfig } from "./agent-config.js";
+import { agentConfigSchema, manageWarning, varTexts, type AgentConfig, type AgentConfigInput, type HybridConfig } from "./agent-config.js";
 import { loadConfigFile, type ConfigFormat } from "./config-file.js";
 
 /** Reads, parses and validates an agent config file; relative paths in it are made absolute. */
@@ -41,12 +41,15 @@ function withPathsFrom(dir: string, config: AgentConfig): AgentConfig {
 export interface PreparedAgent {
   config: AgentConfig;
   hybrid: HybridSession | undefined;
+  /** What is valid but probably not meant: check-config prints these, `run` logs them. */
+  warnings: string[];
 }
 
 /** Everything that can refuse the configuration, done before anything runs with it. */
 export async function prepareAgent(config: AgentConfig): Promise<PreparedAgent> {
   const hybrid = config.hybrid === undefined ? undefined : await openHybridSession(hybridSettings(config.hybrid), config.sockets[0]!);
-  return { config, hybrid };
+  const manage = manageWarning(config);
+  return { config, hybrid, warnings: manage === null ? [] : [manage] };
 }
 
 function hybridSettings(hybrid: HybridConfig): HybridSettings {
@@ -70,6 +73,7 @@ export const runFlagOptions = {
   socket: { type: "string", multiple: true },
   id: { type: "string" },
   label: { type: "string", multiple: true },
+  manage: { type: "string", multiple: true },
   "state-dir": { type: "string" },
   "drain-period": { type: "string" },
   resync: { type: "string" },
@@ -86,6 +90,7 @@ export interface RunFlags extends HybridFlags {
   socket?: string[];
   id?: string;
   label?: string[];
+  manage?: string[];
   "state-dir"?: string;
   "drain-period"?: string;
   resync?: string;
@@ -104,6 +109,7 @@ export function agentConfigFromFlags(flags: RunFlags, source = "command line"): 
     sockets: flags.socket ?? [],
     id: flags.id ?? "",
     labels: parseLabels(flags.label ?? []),
+    ...(flags.manage === undefined ? {} : { manage: flags.manage }),
     ...(flags["state-dir"] === undefined ? {} : { stateDir: flags["state-dir"] }),
     ...(flags["drain-period"] === undefined ? {} : { drainPeriod: flags["drain-period"] }),
     ...(flags.resync === undefined ? {} : { resync: flags.resync }),
@@ -152,6 +158,7 @@ const FLAG_OF_FIELD: Record<string, string> = {
   sockets: "--socket",
   id: "--id",
   labels: "--label",
+  manage: "--manage",
   stateDir: "--state-dir",
   drainPeriod: "--drain-period",
   metricsListen: "--metrics-listen",

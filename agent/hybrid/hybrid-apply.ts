@@ -6,7 +6,6 @@ import type { DesiredServer, DesiredState } from "../model/desired-state.js";
 import { endpointKey } from "../model/values.js";
 import type { SocketReport } from "../reconcile/reconciler.js";
 import type { ObservedBackend } from "../reconcile/observed-state.js";
-import { RuntimeCommand } from "../runtime/commands.js";
 import type { RuntimeClient } from "../runtime/runtime-client.js";
 import { backupPath, ConfigRejectedError, writeConfig, type CoalescingConfigWriter, type ConfigWriteOptions, type ConfigWriteResult } from "./config-writer.js";
 import type { ConfigTemplate, TemplateVars } from "./render-config.js";
@@ -236,17 +235,16 @@ async function restore(file: string): Promise<boolean> {
 
 /**
  * The master lists the new worker when it forks it, while the old one may still accept on the
- * admin socket for a moment: wait until the new pid answers, so the re-reconcile reads it.
+ * admin socket for a moment: wait until the new pid answers a fresh connection (the client then
+ * leaves the old one), so the re-reconcile reads the new worker.
  */
 async function waitForWorker(client: RuntimeClient, pid: number, log: Logger): Promise<void> {
   const deadline = Date.now() + WORKER_TAKEOVER_MS;
   for (;;) {
-    const [reply] = await client.run([RuntimeCommand.showInfo()]);
-    const answered = Number(/^Pid: (\d+)$/m.exec(reply?.text ?? "")?.[1]);
-    if (answered === pid) return;
-    client.close();
+    const worker = await client.probe();
+    if (worker?.pid === pid && !worker.stopping) return;
     if (Date.now() > deadline) {
-      log.warn({ pid, answered }, "the new worker does not answer the admin socket yet; reconciling anyway");
+      log.warn({ pid, answered: worker?.pid ?? null }, "the new worker does not answer the admin socket yet; reconciling anyway");
       return;
     }
     await new Promise((resolve) => setTimeout(resolve, 20));

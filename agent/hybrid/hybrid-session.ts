@@ -11,7 +11,7 @@ import { Reloader } from "./reloader.js";
 import { compileTemplate, parseTemplateVars, type ConfigTemplate, type TemplateVars } from "./render-config.js";
 import { MAX_SPARE_SLOTS } from "./render-model.js";
 import { saveServerState } from "./state-file.js";
-import { CoalescingConfigWriter } from "./config-writer.js";
+import { CoalescingConfigWriter, writeConfig } from "./config-writer.js";
 
 /** The hybrid flags of `apply`, checked together: a partial set is a usage error, none is pure Runtime API mode. */
 /** The hybrid-mode flags, for parseFlags: `apply` and `run` take the same ones. */
@@ -136,9 +136,24 @@ export function hybridReloader(session: HybridSession, client: RuntimeClient, lo
   });
 }
 
-/** For the long-running agent: one writer for the session, so renders are coalesced. */
-export function coalescingWriter(session: HybridSession, logger: Logger): CoalescingConfigWriter {
-  return new CoalescingConfigWriter({ file: session.settings.configFile, render: (context) => session.template.render(context, session.vars), logger });
+/**
+ * For the long-running agent: one writer for the session, so renders are coalesced. Each write
+ * saves the server-state file too: a reload hafleet does not make (an operator's, a package
+ * upgrade's) loads both, and a state file older than the config would put servers the config
+ * runs back into the maintenance they were in when it was saved.
+ */
+export function coalescingWriter(session: HybridSession, client: RuntimeClient, logger: Logger): CoalescingConfigWriter {
+  const file = session.settings.configFile;
+  return new CoalescingConfigWriter({
+    file,
+    render: (context) => session.template.render(context, session.vars),
+    logger,
+    writeText: async (text) => {
+      const result = await writeConfig(file, text, { logger });
+      await saveServerState(client, session.settings.stateFile, { logger });
+      return result;
+    },
+  });
 }
 
 /** One line per outcome for the operator: what was written, reloaded, or why it failed. */

@@ -1,5 +1,7 @@
 import type { Logger } from "pino";
+import { EVERY_BACKEND, notManagedReason, partitionManaged, type ManagedBackends } from "../model/manage-patterns.js";
 import type { StepAction } from "../reconcile/planner.js";
+import { describeWorkerChange } from "../runtime/worker.js";
 import { clientCredentials } from "../tls/client-credentials.js";
 import type { TlsFiles } from "../tls/tls-files.js";
 import { helloSchema, parseMessage, type BackendResult, type DesiredPush, type Hello, type ObservedReport } from "../../proto/messages.js";
@@ -14,6 +16,8 @@ export interface AgentRunnerOptions {
   agentId: string;
   labels: Readonly<Record<string, string>>;
   hafleetVersion: string;
+  /** The backends this agent may change (absent: every backend); a push for another is nacked. */
+  manage?: ManagedBackends;
   /** HOST:PORT of the controllers, tried in order. */
   controllers: readonly string[];
   applier: Applier;
@@ -22,7 +26,10 @@ export interface AgentRunnerOptions {
   resyncMs: number;
   heartbeatMs?: number;
   deadAfterMs?: number;
-  /** How often to ask each HAProxy whether it is the same process (a restart loses runtime changes). */
+  /**
+   * How often to ask each HAProxy, on a fresh connection, which process serves (a reload or
+   * restart loses runtime changes): the bound on how long a replaced worker goes unrepaired.
+   */
   probeMs?: number;
   /** While drains run, how often to look whether they are done (at the latest when one is due). */
   drainPollMs?: number;
@@ -79,6 +86,11 @@ export class AgentRunner {
   private started = false;
   private probing: Promise<void> | null = null;
   private readonly socketErrors = new Map<string, string>();
+  /** Sockets whose HAProxy was replaced, with the reason and the applies started before it was seen. */
+  private readonly repairing = new Map<string, { reason: string; appliesBefore: number }>();
+  private appliesStarted = 0;
+  /** What the last apply found, per socket: a repairing report is built from it. */
+  private lastReports: SocketApply[] = [];
   private resyncTimer: NodeJS.Timeout | null = null;
   private probeTimer: NodeJS.Timeout | null = null;
   private drainTimer: NodeJS.Timeout | null = null;
@@ -115,14 +127,14 @@ export class AgentRunner {
   async start(): Promise<void> {
     if (this.started) throw new Error("AgentRunner.start() called twice");
     this.started = true;
-    this.desired = await this.store.load();
+    this.desired = this.forgetUnmanaged(await this.store.load());
     this.stored = this.desired;
     this.log.info({ backends: this.desired.backends.size, version: this.desired.version, file: this.store.path }, "stored desired state loaded, applying it");
     await this.enqueue(() => this.resync("startup"));
     if (this.stopping) return;
     this.link.start();
     this.resyncTimer = setInterval(() => this.requestResync("resync"), this.options.resyncMs);
-    this.probeTimer = setInterval(() => this.probe(), this.options.probeMs ?? 1_000);
+    this.probeTimer = setInterval(() => this.probe(), this.options.probeMs ?? 500);
   }
 
   /** The apply under way finishes; waiting pushes are dropped (the controller resends them). */
@@ -138,7 +150,8 @@ export class AgentRunner {
   }
 
   private async hello(): Promise<Hello> {
-    const sockets = await this.options.applier.inventory();
+    // The controller is told only of what it may change here.
+    const sockets = (await this.options.applier.inventory()).map((socket) => ({ ...socket, backends: socket.backends.filter((backend) => this.manage.manages(backend.name)) }));
     return {
       agentId: this.options.agentId,
       labels: { ...this.options.labels },
@@ -146,6 +159,21 @@ export class AgentRunner {
       sockets,
       appliedVersions: appliedVersions(this.desired),
     };
+  }
+
+  private get manage(): ManagedBackends {
+    return this.options.manage ?? EVERY_BACKEND;
+  }
+
+  /**
+   * Stored backends that a since-narrowed `manage` no longer covers are forgotten, never applied:
+   * the hello then does not claim them, and the controller's next push of one is nacked.
+   */
+  private forgetUnmanaged(set: DesiredSet): DesiredSet {
+    const { managed, unmanaged } = partitionManaged([...set.backends.values()], this.manage);
+    if (unmanaged.length === 0) return set;
+    this.log.warn({ backends: unmanaged.map((backend) => backend.name), manage: this.manage.patterns }, "stored backends not managed on this host: forgotten, HAProxy left alone");
+    return { version: set.version, backends: new Map(managed.map((backend) => [backend.name, backend])) };
   }
 
   private opened(session: LinkSession): void {
@@ -187,20 +215,23 @@ export class AgentRunner {
     // Not the push's version in the child: the per-backend lines carry their own, and pino
     // would write a second "version" key that most log tools drop.
     const log = this.log.child({ nonce: push.nonce });
-    const merged = mergePush(this.desired, push);
+    // Backends outside `manage` reach neither the store nor HAProxy: nacked, the rest applied.
+    const { managed, unmanaged } = partitionManaged(push.backends, this.manage);
+    const notManaged = refusedResults(unmanaged, notManagedReason(this.manage), this.appliedVersionOf);
+    const merged = mergePush(this.desired, { ...push, backends: managed });
     try {
       await this.save(merged);
     } catch (error) {
       // Applying what cannot be stored would be lost at the next restart: refuse it whole.
       const reason = `not applied: the agent cannot store its desired state in ${this.store.path} (${(error as Error).message})`;
       log.error({ err: error, version: push.version }, "cannot store the pushed desired state; push refused");
-      this.respond(session, push.nonce, refusedResults(push.backends, reason, this.appliedVersionOf));
+      this.respond(session, push.nonce, [...refusedResults(managed, reason, this.appliedVersionOf), ...notManaged]);
       return;
     }
     this.desired = merged;
-    log.info({ version: push.version, backends: push.backends.map((backend) => backend.name), removed: push.removedBackends }, "push stored, applying");
+    log.info({ version: push.version, backends: managed.map((backend) => backend.name), removed: push.removedBackends }, "push stored, applying");
     const failures = await this.apply(false);
-    const results = backendResults(push.backends, failures, this.appliedVersionOf);
+    const results = [...backendResults(managed, failures, this.appliedVersionOf), ...notManaged];
     for (const result of results) {
       if (result.error === "") log.info({ backend: result.backend, version: result.version }, "backend applied");
       else log.warn({ backend: result.backend, version: result.version, appliedVersion: result.appliedVersion, error: result.error }, "backend not applied: nack");
@@ -221,8 +252,16 @@ export class AgentRunner {
   }
 
   private async resync(kind: ApplyKind): Promise<void> {
-    await this.apply(true, (reports) => {
-      for (const { socket, backend, server, action, endpoint } of repairedServers(reports)) {
+    // After a replaced HAProxy, re-applying everything is expected: the controller was told
+    // (repairing) and is told the outcome; it is not drift, and one line says it, not one per server.
+    const replaced = kind === "reconnect";
+    await this.apply(!replaced, (reports) => {
+      const repaired = repairedServers(reports);
+      if (replaced) {
+        this.log.info({ kind, servers: repaired.length }, "desired state re-applied to the new HAProxy process");
+        return;
+      }
+      for (const { socket, backend, server, action, endpoint } of repaired) {
         this.log.warn({ kind, socket, backend, server, action, endpoint }, "drift: HAProxy did not run the desired state; repaired");
         this.options.observer?.driftRepaired(backend);
       }
@@ -233,7 +272,11 @@ export class AgentRunner {
   /** Applies the desired set everywhere; records what succeeded; returns backend -> error. */
   private async apply(repaired: boolean, inspect?: (reports: SocketApply[]) => void): Promise<Map<string, string>> {
     const desired = this.desired;
+    const started = ++this.appliesStarted;
     const reports = await this.options.applier.apply(desired);
+    // This apply read and changed the process that serves now: what it reports is no longer from before.
+    for (const [socket, repair] of this.repairing) if (repair.appliesBefore < started) this.repairing.delete(socket);
+    this.lastReports = reports;
     this.noteSocketErrors(reports);
     inspect?.(reports);
     const failures = backendFailures(desired.backends.keys(), reports);
@@ -244,7 +287,7 @@ export class AgentRunner {
     // writing them would double the fsyncs of every push.
     this.desired = marked;
     this.scheduleDrainCheck(reports);
-    this.observed = observedReport([...marked.backends.values()], reports, { repaired });
+    this.observed = observedReport([...marked.backends.values()], reports, { repaired, repairing: this.repairingReasons() });
     return failures;
   }
 
@@ -298,13 +341,34 @@ export class AgentRunner {
     this.drainTimer = setTimeout(() => this.requestResync("drain-check"), delay);
   }
 
+  private repairingReasons(): Map<string, string> {
+    return new Map([...this.repairing].map(([socket, repair]) => [socket, repair.reason]));
+  }
+
+  /**
+   * A replaced HAProxy is reported at once as being repaired (what the agent last saw is from
+   * the old process), then repaired like a push, ahead of the periodic resync.
+   */
   private probe(): void {
     if (this.probing || this.stopping) return;
     this.probing = (async () => {
       try {
-        const back = await this.options.applier.reconnected();
-        for (const socket of back) this.log.info({ socket }, "HAProxy is back (reconnected, or a new process): reconciling");
-        if (back.length > 0) this.requestResync("reconnect");
+        const changes = await this.options.applier.workerChanges();
+        if (changes.length === 0) return;
+        for (const { socket, change } of changes) {
+          const reason = describeWorkerChange(change);
+          if (change.kind === "gone") {
+            this.log.warn({ socket }, `${reason}: reporting it`);
+            continue;
+          }
+          this.log.warn({ socket, pid: change.to }, `${reason}: re-applying the desired state`);
+          this.repairing.set(socket, { reason, appliesBefore: this.appliesStarted });
+        }
+        if (this.repairing.size > 0) {
+          this.observed = observedReport([...this.desired.backends.values()], this.lastReports, { repaired: false, repairing: this.repairingReasons() });
+          this.sendObserved();
+        }
+        this.requestResync("reconnect");
       } catch (error) {
         this.log.warn({ err: error }, "HAProxy probe failed");
       }

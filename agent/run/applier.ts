@@ -5,10 +5,9 @@ import { LedgerStore } from "../reconcile/ledger-store.js";
 import type { ObservedState } from "../reconcile/observed-state.js";
 import { readObservedState } from "../reconcile/read-observed.js";
 import { reconcileSocket, type SocketReport } from "../reconcile/reconciler.js";
-import { RuntimeCommand } from "../runtime/commands.js";
-import { parseInfo } from "../runtime/parsers/info.js";
 import { RuntimeClient, type RuntimeClientOptions } from "../runtime/runtime-client.js";
 import type { SocketAddress } from "../runtime/socket-address.js";
+import { workerChange, type WorkerChange, type WorkerIdentity } from "../runtime/worker.js";
 import { LIMITS, type Hello } from "../../proto/messages.js";
 import type { DesiredSet } from "./local-store.js";
 import type { CoalescingConfigWriter } from "../hybrid/config-writer.js";
@@ -35,10 +34,11 @@ export interface Applier {
   /** Per socket, its backends' capacity, for the hello. */
   inventory(): Promise<Hello["sockets"]>;
   /**
-   * Sockets whose HAProxy came back since last seen (reachable again, or a new process): it
-   * may have lost what was applied, so the caller reconciles again.
+   * Asks each HAProxy, on a fresh connection, which process serves now, and returns the sockets
+   * where that changed since the last look (a reload or restart: what was applied at runtime
+   * may be gone; unreachable; reachable again). An apply looks too, and repairs what it sees.
    */
-  reconnected(): Promise<string[]>;
+  workerChanges(): Promise<Array<{ socket: string; change: WorkerChange }>>;
   /** Closes connections; a hybrid-mode applier first writes a render still pending. */
   close(): void | Promise<void>;
 }
@@ -86,8 +86,8 @@ interface SocketState {
   reloader?: Reloader;
   client: RuntimeClient;
   ledger: LedgerStore;
-  /** HAProxy's pid as last seen; null: unreachable then; undefined: never asked. */
-  identity: string | null | undefined;
+  /** The serving process at the last look; null: unreachable then; undefined: never asked. */
+  worker: WorkerIdentity | null | undefined;
 }
 
 /** One long-lived RuntimeClient per socket, and its ledger in the state dir. */
@@ -99,9 +99,10 @@ export class RuntimeApplier implements Applier {
     this.sockets = options.sockets.map((address) => {
       const client = new RuntimeClient(address, { ...options.client, logger: options.logger });
       const reloader = options.hybrid ? hybridReloader(options.hybrid, client, options.logger) : undefined;
-      return { client, ledger: new LedgerStore(options.stateDir, client.name), identity: undefined, ...(reloader ? { reloader } : {}) };
+      return { client, ledger: new LedgerStore(options.stateDir, client.name), worker: undefined, ...(reloader ? { reloader } : {}) };
     });
-    this.writer = options.hybrid ? coalescingWriter(options.hybrid, options.logger) : undefined;
+    // Hybrid mode manages one HAProxy (one config file): its one socket.
+    this.writer = options.hybrid && this.sockets[0] ? coalescingWriter(options.hybrid, this.sockets[0].client, options.logger) : undefined;
   }
 
   apply(set: DesiredSet): Promise<SocketApply[]> {
@@ -119,7 +120,8 @@ export class RuntimeApplier implements Applier {
     };
     return Promise.all(
       this.sockets.map(async (socket): Promise<SocketApply> => {
-        socket.identity = await identify(socket.client);
+        // Before anything is read or sent: the kept connection must be on the serving process.
+        socket.worker = await socket.client.probe();
         try {
           const reconcile = () => reconcileSocket(socket.client, desired, socket.ledger, reconcileOptions);
           const report = await reconcile();
@@ -149,17 +151,17 @@ export class RuntimeApplier implements Applier {
     );
   }
 
-  async reconnected(): Promise<string[]> {
-    const back: string[] = [];
-    await Promise.all(
+  async workerChanges(): Promise<Array<{ socket: string; change: WorkerChange }>> {
+    const changes = await Promise.all(
       this.sockets.map(async (socket) => {
-        const previous = socket.identity;
-        const identity = await identify(socket.client);
-        socket.identity = identity;
-        if (identity !== null && previous !== undefined && identity !== previous) back.push(socket.client.name);
+        const previous = socket.worker;
+        const current = await socket.client.probe();
+        socket.worker = current;
+        const change = workerChange(previous, current);
+        return change === null ? [] : [{ socket: socket.client.name, change }];
       }),
     );
-    return back;
+    return changes.flat();
   }
 
   async close(): Promise<void> {
@@ -169,19 +171,6 @@ export class RuntimeApplier implements Applier {
     } catch (error) {
       this.options.logger.error({ err: describe(error) }, "the last config render could not be written");
     }
-  }
-}
-
-/**
- * Which HAProxy process answers. The client reconnects on its own, so a restart shows only
- * here: a new pid (a reload's new worker too) means the servers set at runtime are gone.
- */
-async function identify(client: RuntimeClient): Promise<string | null> {
-  try {
-    const [reply] = await client.run([RuntimeCommand.showInfo()]);
-    return reply === undefined ? null : `pid ${parseInfo(reply.text).pid}`;
-  } catch {
-    return null;
   }
 }
 

@@ -17,6 +17,11 @@ export interface ObservedOptions {
    * hand-edited HAProxy even though it serves correctly again by the time it is told.
    */
   repaired: boolean;
+  /**
+   * Sockets whose HAProxy was seen replaced (reload, restart) and not re-applied since, with
+   * the reason: their entries say so, since what they show is from before.
+   */
+  repairing?: ReadonlyMap<string, string>;
 }
 
 /** What repairing a difference looked like in the first plan of a reconcile. */
@@ -40,7 +45,11 @@ export function observedReport(
 ): ObservedReport {
   const backends: BackendObserved[] = [];
   for (const backend of [...desired].sort((a, b) => compare(a.name, b.name))) {
-    for (const socket of sockets) backends.push("error" in socket ? unreachableBackend(backend, socket.socket) : observeBackend(backend, socket, options));
+    for (const socket of sockets) {
+      const entry = "error" in socket ? unreachableBackend(backend, socket.socket) : observeBackend(backend, socket, options);
+      const repairing = options.repairing?.get(socket.socket);
+      backends.push(repairing === undefined ? entry : { ...entry, repairing });
+    }
   }
   const appliedVersions = Object.fromEntries(desired.map((backend) => [backend.name, backend.appliedVersion]));
   const applied = Object.entries(appliedVersions).map(([backend, version]) => `applied\t${backend}\t${version}`);
@@ -94,7 +103,7 @@ function endpointOf(server: ObservedServer): string {
 
 function entryLine(entry: BackendObserved): string {
   const drift = entry.drift.map((item) => `${item.state}=${item.endpoint}`).join(",");
-  return `${entry.backend}\t${entry.socket}\t${entry.digest}\t${entry.serving}\t${drift}`;
+  return `${entry.backend}\t${entry.socket}\t${entry.digest}\t${entry.serving}\t${drift}\t${entry.repairing ?? ""}`;
 }
 
 /** sha256 of the sorted lines, truncated like the controller's versions. */

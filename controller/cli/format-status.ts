@@ -52,6 +52,10 @@ function backendDetail(agent: AgentStatus, backend: AgentBackendStatus, now: num
       return backend.pendingSince === null ? "sent" : `sent ${age(now - backend.pendingSince)} ago`;
     case "rejected":
       return `nack: ${backend.error ?? "?"}`;
+    case "repairing":
+      return `repairing: ${backend.error ?? "?"}`;
+    case "unknown":
+      return "acked; no report of what HAProxy runs yet";
     case "drifted":
     case "held":
       return backend.drift.map((entry) => `${entry.state} ${entry.endpoint}`).join(", ");

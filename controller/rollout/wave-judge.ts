@@ -50,7 +50,7 @@ export interface WaveJudgeInput {
  * Acked, whatever HAProxy has done since: drift is judged apart (only new drift counts), and
  * servers an operator holds are the operator's business, not a fault of the change.
  */
-const ACKED: ReadonlySet<SyncState> = new Set<SyncState>(["in-sync", "drifted", "held"]);
+const ACKED: ReadonlySet<SyncState> = new Set<SyncState>(["in-sync", "drifted", "repairing", "unknown", "held"]);
 const GONE: WaveObservation = { connected: false, backends: [], servingShare: null };
 const NAMES_SHOWN = 5;
 

@@ -122,11 +122,24 @@ function backendOfAgent(view: AgentView, backend: DesiredBackendState): AgentBac
     case "not-sent":
       return { ...status, state: "not-sent" };
     case "synced":
-      // Acked; what HAProxy runs since then decides between in sync, drifted and held.
-      if (drift.some((entry) => entry.state !== "held")) return { ...status, state: "drifted" };
-      if (drift.length > 0) return { ...status, state: "held" };
-      return status;
+      return observedState(status, backend, observed);
   }
+}
+
+/**
+ * Acked; what HAProxy has run since decides. In sync only when the agent reported it and,
+ * for a backend that should have servers, HAProxy serves at least one of them: an ack says
+ * what the agent applied, not what the process serving traffic runs now.
+ */
+function observedState(status: AgentBackendStatus, backend: DesiredBackendState, observed: ObservedReport["backends"]): AgentBackendStatus {
+  const repairing = observed.find((entry) => entry.repairing);
+  if (repairing?.repairing) return { ...status, state: "repairing", error: repairing.repairing };
+  if (observed.length === 0) return { ...status, state: "unknown" };
+  const { drift } = status;
+  if (drift.some((entry) => entry.state !== "held")) return { ...status, state: "drifted" };
+  if (drift.length > 0) return { ...status, state: "held" };
+  if (backend.servers.length > 0 && status.serving === 0) return { ...status, state: "drifted" };
+  return status;
 }
 
 function backendStatus(backend: DesiredBackendState, agents: readonly AgentStatus[]): BackendStatus {

@@ -10,13 +10,17 @@ import { z } from "zod";
  * Per agent and backend, worst first (an agent's state is the worst of its backends):
  * - disconnected: the agent's stream is gone; its last known versions are shown;
  * - rejected: the agent nacked the desired version (error given); held until it changes;
- * - drifted: acked, but HAProxy now runs something else (differences given);
+ * - drifted: acked, but HAProxy now runs something else (differences given), or serves none of
+ *   the backend's servers;
+ * - repairing: the agent saw its HAProxy replaced (a reload, a restart) and is re-applying;
+ *   what the new process runs is not known yet (the agent's reason given);
+ * - unknown: acked, but the agent has not reported what HAProxy runs;
  * - held: an operator drained or put in maintenance servers hafleet would run;
  * - pending: sent, not answered yet (age given);
  * - not-sent: the agent lacks it and nothing is in flight (a rollout's later wave, a freeze);
  * - in-sync: acked, and HAProxy runs it.
  */
-export const SYNC_STATES = ["disconnected", "rejected", "drifted", "held", "pending", "not-sent", "in-sync"] as const;
+export const SYNC_STATES = ["disconnected", "rejected", "drifted", "repairing", "unknown", "held", "pending", "not-sent", "in-sync"] as const;
 export const syncStateSchema = z.enum(SYNC_STATES);
 export type SyncState = z.infer<typeof syncStateSchema>;
 
@@ -33,7 +37,7 @@ export const agentBackendStatusSchema = z.object({
   appliedVersion: z.string(),
   /** pending: when the push went out. */
   pendingSince: z.number().nullable(),
-  /** rejected: the agent's error. */
+  /** rejected: the agent's error; repairing: what the agent is repairing. */
   error: z.string().nullable(),
   /** drifted / held: what HAProxy runs differently, per endpoint. */
   drift: z.array(serverDriftSchema),

@@ -223,7 +223,7 @@ describe("hafleet-agent run, against a fake controller and a real HAProxy", () =
     // re-applies the stored state (and marks it) before its hello says what it runs.
     expect((await storedFile(dir)).backends).toMatchObject([{ name: "be_app", version: "app-2", appliedVersion: "app-1" }]);
     const observed = await until(() => stream.observed().find((report) => report.backends[0]?.serving === 3), "an observed report with 3 serving");
-    expect(observed.backends).toEqual([{ backend: "be_app", socket: h.socket, digest: expect.stringMatching(/^[0-9a-f]{16}$/), serving: 3, drift: [] }]);
+    expect(observed.backends).toEqual([{ backend: "be_app", socket: h.socket, digest: expect.stringMatching(/^[0-9a-f]{16}$/), serving: 3, drift: [], repairing: "" }]);
     await until(() => stream.all("heartbeat").length >= 2 || undefined, "heartbeats");
     expect(stream.invalid).toEqual([]);
     await runner.stop();
@@ -323,7 +323,7 @@ describe("hafleet-agent run, against a fake controller and a real HAProxy", () =
     expect(first.all("heartbeat").length).toBeGreaterThan(0);
   });
 
-  it("re-applies after HAProxy restarts and reports the drift it repaired", async () => {
+  it("re-applies after HAProxy restarts, reporting it as repairing until it has", async () => {
     const [h, controller, dir] = await Promise.all([haproxy(), FakeController.start(), stateDir()]);
     await agent(h, [controller.address], dir);
     const stream = await controller.stream(0);
@@ -331,11 +331,16 @@ describe("hafleet-agent run, against a fake controller and a real HAProxy", () =
     await stream.response("n1");
     await until(() => stream.observed().find((report) => report.backends[0]?.serving === 2), "the report after the push");
 
+    const before = stream.observed().length;
     await h.restart();
     await until(async () => serving(await h.serversState(), "be_app").length === 2 || undefined, "HAProxy serving again");
-    const drift = await until(() => stream.observed().find((report: ObservedReport) => report.backends[0]?.drift.length), "a report with drift");
-    expect(drift.backends[0]!.drift).toEqual(endpoints(app(2)).map((endpoint) => ({ endpoint, state: "missing" })));
-    expect(drift.backends[0]!.serving).toBe(2);
+    // Told first that what it reported is void (HAProxy unreachable, or replaced and being
+    // repaired: whichever the agent saw first), then what the new process runs.
+    const void_ = await until(() => stream.observed().slice(before).find((report: ObservedReport) => report.backends[0]?.repairing || report.backends[0]?.serving === 0), "a report that the old figures are void");
+    if (void_.backends[0]!.repairing) expect(void_.backends[0]!.repairing).toMatch(/^HAProxy (reloaded or restarted \(worker \d+ -> \d+\)|reachable again \(worker \d+\))$/);
+    const after = stream.observed().indexOf(void_);
+    const repaired = await until(() => stream.observed().slice(after + 1).find((report: ObservedReport) => !report.backends[0]?.repairing), "the report after the repair");
+    expect(repaired.backends[0]).toMatchObject({ serving: 2, drift: [] });
     expect(serving(await h.serversState(), "be_app")).toEqual(endpoints(app(2)));
   });
 
@@ -435,7 +440,7 @@ describe("the Applier seam", () => {
         return [];
       },
       inventory: async () => [{ socket: "sim", backends: [{ name: "be_sim", slots: 10, serving: 0, dynamic: true }] }],
-      reconnected: async () => [],
+      workerChanges: async () => [],
       close: () => undefined,
     };
     const runner = new AgentRunner({ agentId: "sim", labels: {}, hafleetVersion: "0", controllers: [controller.address], applier, stateDir: dir, resyncMs: 60_000, heartbeatMs: 100, logger: silentLogger });

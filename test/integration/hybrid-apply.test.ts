@@ -2,22 +2,20 @@ import { readFile, writeFile } from "node:fs/promises";
 import { request as httpRequest, createServer as createHttpServer } from "node:http";
 import { createServer, type Server } from "node:net";
 import { join } from "node:path";
-import { fileURLToPath } from "node:url";
 import { afterEach, beforeAll, describe, expect, it, vi } from "vitest";
 import { applyCommand } from "../../agent/cli/apply-command.js";
 import { UsageError } from "../../agent/errors.js";
 import { templateStampPath } from "../../agent/hybrid/hybrid-apply.js";
 import { MasterCli } from "../../agent/hybrid/master-cli.js";
 import { Reloader } from "../../agent/hybrid/reloader.js";
-import { loadTemplate, type TemplateVars } from "../../agent/hybrid/render-config.js";
-import { fromDesired, type RenderBalance } from "../../agent/hybrid/render-model.js";
+import type { RenderBalance } from "../../agent/hybrid/render-model.js";
 import { saveServerState } from "../../agent/hybrid/state-file.js";
 import { parseDesiredState } from "../../agent/model/desired-state.js";
 import { RuntimeClient } from "../../agent/runtime/runtime-client.js";
 import { parseSocketAddress } from "../../agent/runtime/socket-address.js";
 import { serving, silentLogger, type ServerInput } from "../support/apply.js";
-import { templateBackend } from "../support/haproxy-config.js";
-import { freePort, isHaproxyInstalled, startHaproxy, type RunningHaproxy } from "../support/haproxy.js";
+import { DEFAULT_TEMPLATE, startRendered as startRendered_, type RenderedHaproxy } from "../support/hybrid-rendered.js";
+import { isHaproxyInstalled, type RunningHaproxy } from "../support/haproxy.js";
 import { sendRaw } from "../support/raw-socket.js";
 import { RuntimeApplier } from "../../agent/run/applier.js";
 import { emptyDesiredSet, mergePush } from "../../agent/run/local-store.js";
@@ -30,13 +28,7 @@ import { nameSchema } from "../../agent/model/values.js";
  * (show proc, show info, show servers state) through the harness's raw socket code.
  */
 
-const DEFAULT_TEMPLATE = fileURLToPath(new URL("../../deploy/hybrid/haproxy.cfg.njk", import.meta.url));
-
-interface Started {
-  h: RunningHaproxy;
-  stateFile: string;
-  vars: TemplateVars;
-}
+type Started = RenderedHaproxy;
 
 const cleanups: Array<() => Promise<void>> = [];
 afterEach(async () => {
@@ -48,19 +40,10 @@ beforeAll(async () => {
   expect(await isHaproxyInstalled(), "haproxy must be installed (apt-get install haproxy) or HAPROXY_BIN set").toBe(true);
 });
 
-/** HAProxy restarted from the default template rendered with fromDesired (as `hafleet-agent render` does). */
 async function startRendered(backends: Array<{ name: string; balance: RenderBalance; servers: ServerInput[] }>, spareSlots: number): Promise<Started> {
-  const h = await startHaproxy({ masterWorker: true, sections: templateBackend("be_placeholder", { slots: 1 }) });
-  cleanups.push(() => h.stop());
-  const stateFile = join(h.dir, "server-state");
-  const vars: TemplateVars = { adminSocket: h.socket, stateFile, bind: `127.0.0.1:${await freePort()}`, nbthread: "1" };
-  const desired = parseDesiredState({ backends: backends.map(({ name, servers }) => ({ name, servers })) }, "test");
-  const context = fromDesired(desired, { spareSlots });
-  const balances = new Map(backends.map((backend) => [backend.name, backend.balance]));
-  const template = await loadTemplate(DEFAULT_TEMPLATE);
-  await writeFile(h.configPath, template.render({ backends: context.backends.map((backend) => ({ ...backend, balance: balances.get(backend.name) ?? "" })) }, vars));
-  await h.restart();
-  return { h, stateFile, vars };
+  const started = await startRendered_(backends, spareSlots);
+  cleanups.push(() => started.h.stop());
+  return started;
 }
 
 function desiredFile(h: RunningHaproxy, backends: Record<string, ServerInput[]>): Promise<string> {

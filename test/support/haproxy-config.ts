@@ -53,7 +53,8 @@ export interface InstanceConfigOptions {
 export function instanceConfig(options: InstanceConfigOptions): string {
   const lines = [
     "global",
-    `    stats socket ${options.adminSocket} mode 600 level admin`,
+    // expose-fd: a handover reload (`-x SOCKET -sf PID`) takes the listeners from the old process.
+    `    stats socket ${options.adminSocket} mode 600 level admin expose-fd listeners`,
     ...(options.tcpSocket ? [`    stats socket ipv4@${options.tcpSocket} level admin`] : []),
     // Long enough for a debugging pause, short enough not to pin idle test connections forever.
     "    stats timeout 2m",

@@ -47,6 +47,16 @@ export interface RunningHaproxy {
   serversState(backend?: string): Promise<Array<Record<string, string>>>;
   /** Stop (SIGTERM, then SIGKILL after a grace) and start again with the same config and socket path; resolves when the socket answers. */
   restart(): Promise<void>;
+  /** The pid that answers a fresh connection to the admin socket (the serving worker). */
+  workerPid(): Promise<number>;
+  /**
+   * Replaces the serving worker the ways operators do, and resolves once a new pid answers the
+   * admin socket: `master-cli` (`reload` on the master socket) and `sigusr2` (`systemctl reload`)
+   * need masterWorker; `handover` starts a new process with `-x SOCKET -sf OLDPID` (no master).
+   */
+  reload(how: "master-cli" | "sigusr2" | "handover"): Promise<number>;
+  /** The master's `show proc`: the current workers and the old ones still alive (masterWorker only). */
+  processes(): Promise<{ workers: number[]; oldWorkers: number[] }>;
   /** Kill -9 without restarting (to simulate a crash). In master-worker mode the workers go too. */
   kill(): Promise<void>;
   /** Idempotent; removes the temp dir. */
@@ -106,6 +116,24 @@ export function isHaproxyInstalled(): Promise<boolean> {
     child.once("exit", (code) => resolve(code === 0));
   });
   return installed;
+}
+
+/**
+ * The master CLI's `show proc`, read independently of the product's parser: pids by section.
+ * A worker line is `<pid> worker ...`; `# workers` and `# old workers` head their sections.
+ */
+export function parseShowProc(text: string): { workers: number[]; oldWorkers: number[] } {
+  const result = { workers: [] as number[], oldWorkers: [] as number[] };
+  let section: "workers" | "oldWorkers" | null = null;
+  for (const line of text.split("\n")) {
+    if (line.startsWith("#")) {
+      section = /^# workers/.test(line) ? "workers" : /^# old workers/.test(line) ? "oldWorkers" : null;
+      continue;
+    }
+    const match = /^(\d+)\s+worker\b/.exec(line.trim());
+    if (match && section !== null) result[section].push(Number(match[1]));
+  }
+  return result;
 }
 
 /** Alive and not a zombie (an orphaned worker may linger as one until init reaps it). */
@@ -193,6 +221,43 @@ class HaproxyInstance implements RunningHaproxy {
     return parseServersState(await sendRaw(this.socket, command, 30_000));
   }
 
+  async workerPid(): Promise<number> {
+    const pid = /^Pid: (\d+)$/m.exec(await sendRaw(this.socket, "show info", 2_000))?.[1];
+    if (pid === undefined) throw new Error(`no Pid in 'show info' of ${this.socket}`);
+    return Number(pid);
+  }
+
+  async reload(how: "master-cli" | "sigusr2" | "handover"): Promise<number> {
+    const before = await this.workerPid();
+    if (how === "handover") {
+      if (this.masterSocket !== null) throw new Error("handover is the reload without master-worker");
+      await this.handover(before);
+    } else {
+      if (this.masterSocket === null) throw new Error(`${how} needs masterWorker`);
+      if (how === "master-cli") await sendRaw(this.masterSocket, "reload", 5_000).catch(() => "");
+      else signal(this.pid(), "SIGUSR2");
+    }
+    const deadline = Date.now() + READY_TIMEOUT_MS;
+    for (;;) {
+      const now = await this.workerPid().catch(() => before);
+      if (now !== before) return now;
+      if (Date.now() > deadline) throw new Error(`no new worker within ${READY_TIMEOUT_MS} ms of a ${how} reload (still ${before}); output:\n${this.log}`);
+      await sleep(10);
+    }
+  }
+
+  async processes(): Promise<{ workers: number[]; oldWorkers: number[] }> {
+    if (this.masterSocket === null) throw new Error("processes() needs masterWorker");
+    return parseShowProc(await sendRaw(this.masterSocket, "show proc", 2_000));
+  }
+
+  /** The legacy reload: a new process takes the listeners over the old one's socket and tells it to finish. */
+  private async handover(oldPid: number): Promise<void> {
+    const old = this.runningChild();
+    if (old === null) throw new Error(`haproxy in ${this.dir} is not running`);
+    this.spawnChild(["-db", "-f", this.configPath, "-x", this.socket, "-sf", String(oldPid)]);
+  }
+
   async restart(): Promise<void> {
     if (this.stopping) throw new Error(`haproxy in ${this.dir} was stopped; start a new one`);
     await this.terminate();
@@ -226,6 +291,15 @@ class HaproxyInstance implements RunningHaproxy {
     const args = this.masterSocket === null ? ["-db"] : ["-W", "-db", "-S", this.masterSocket];
     args.push("-f", this.configPath);
     this.log = "";
+    this.spawnChild(args);
+    await this.waitReady();
+  }
+
+  /**
+   * The process this instance now stands for. One replaced by a handover is no longer ours to
+   * wait for, but stays in `live`, so the last-resort cleanup still kills it.
+   */
+  private spawnChild(args: string[]): void {
     this.exit = null;
     const child = spawn(HAPROXY_BIN, args, { stdio: ["ignore", "pipe", "pipe"] });
     this.child = child;
@@ -235,13 +309,13 @@ class HaproxyInstance implements RunningHaproxy {
     this.exited = new Promise<Exit>((resolve) => {
       const done = (exit: Exit): void => {
         live.delete(child);
+        if (this.child !== child) return resolve(exit);
         this.exit ??= exit;
         resolve(this.exit);
       };
       child.once("error", (spawnError) => done({ code: null, signal: null, spawnError }));
       child.once("exit", (code, signal) => done({ code, signal, spawnError: null }));
     });
-    await this.waitReady();
   }
 
   private async waitReady(): Promise<void> {

@@ -6,6 +6,7 @@ import type { Plan } from "../../agent/reconcile/planner.js";
 import type { SocketReport } from "../../agent/reconcile/reconciler.js";
 import type { Applier, SocketApply, SocketInventory } from "../../agent/run/applier.js";
 import type { DesiredSet } from "../../agent/run/local-store.js";
+import type { WorkerChange } from "../../agent/runtime/worker.js";
 
 /*
  * An agent's HAProxy, simulated: for the fleet benchmark's thousands of agents and the tests
@@ -54,7 +55,7 @@ export class SimulatedApplier implements Applier {
     return [{ socket: this.socket, backends: this.backends.map((name) => ({ name, slots: 100, serving: 0, dynamic: true })) }];
   }
 
-  async reconnected(): Promise<string[]> {
+  async workerChanges(): Promise<Array<{ socket: string; change: WorkerChange }>> {
     return [];
   }
 

@@ -118,6 +118,10 @@ function backendFixture(backend: string, state: SyncState, first: boolean, index
       return { ...entry, serving: 3, drift: [{ endpoint: `10.0.1.${index % 250}:8080`, state: "missing" }] };
     case "held":
       return { ...entry, serving: 3, drift: [{ endpoint: `10.0.2.${index % 250}:8080`, state: "held" }] };
+    case "repairing":
+      return { ...entry, error: "HAProxy reloaded or restarted (worker 1234 -> 1240)" };
+    case "unknown":
+      return { ...entry, serving: null };
     case "pending":
       return { ...entry, appliedVersion: before, pendingSince: now - 12_000 };
     case "not-sent":

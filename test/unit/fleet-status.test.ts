@@ -59,8 +59,8 @@ describe("the fleet status", () => {
       view("in-sync", { be_web: synced("w2"), be_api: synced("a1") }),
       view("pending", { be_web: { state: "pending", version: "w2", since: NOW - 1_500 }, be_api: synced("a1") }),
       view("rejected", { be_web: { state: "rejected", version: "w2", error: "backend-missing: be_web", appliedVersion: "" }, be_api: synced("a1") }),
-      view("drifted", { be_web: synced("w2"), be_api: synced("a1") }, { observed: observed([{ backend: "be_web", serving: 1, drift: [{ endpoint: "10.0.0.1:81", state: "missing" }] }]) }),
-      view("held", { be_web: synced("w2"), be_api: synced("a1") }, { observed: observed([{ backend: "be_web", serving: 1, drift: [{ endpoint: "10.0.0.1:81", state: "held" }] }]) }),
+      view("drifted", { be_web: synced("w2"), be_api: synced("a1") }, { observed: observed([{ backend: "be_web", serving: 1, drift: [{ endpoint: "10.0.0.1:81", state: "missing" }] }, { backend: "be_api", serving: 2 }]) }),
+      view("held", { be_web: synced("w2"), be_api: synced("a1") }, { observed: observed([{ backend: "be_web", serving: 1, drift: [{ endpoint: "10.0.0.1:81", state: "held" }] }, { backend: "be_api", serving: 2 }]) }),
       view("not-sent", { be_web: { state: "not-sent", version: "w2" }, be_api: synced("a1") }),
       view("gone", {}, { departed: { since: NOW - 30_000, reason: "no message from the agent for 15000 ms" }, sync: null }),
     ]);
@@ -80,6 +80,32 @@ describe("the fleet status", () => {
     expect(byAgent.get("held")!.backends[0]).toMatchObject({ state: "held", drift: [{ endpoint: "10.0.0.1:81", state: "held" }] });
     expect(byAgent.get("gone")).toMatchObject({ connected: false, disconnectedAt: NOW - 30_000, disconnectReason: "no message from the agent for 15000 ms" });
     expect(byAgent.get("gone")!.backends.map((entry) => [entry.state, entry.appliedVersion])).toEqual([["disconnected", "w1"], ["disconnected", "a1"]]);
+  });
+
+  it("is never in sync on an ack alone: a replaced HAProxy being repaired, no report, or nothing served", () => {
+    const acked = { be_web: synced("w2"), be_api: synced("a1") };
+    const repairing = observed([{ backend: "be_web", serving: 2 }, { backend: "be_api", serving: 2 }]);
+    repairing.backends[0]!.repairing = "HAProxy reloaded or restarted (worker 1234 -> 1240)";
+    const result = status([
+      view("repairing", acked, { observed: repairing }),
+      view("no-report", acked, { observed: null }),
+      view("serves-none", acked, { observed: observed([{ backend: "be_web", serving: 0 }, { backend: "be_api", serving: 2 }]) }),
+      view("in-sync", acked),
+    ]);
+    const byAgent = new Map(result.agents.map((agent) => [agent.agent, agent]));
+    expect(byAgent.get("repairing")!.backends[0]).toMatchObject({ state: "repairing", error: "HAProxy reloaded or restarted (worker 1234 -> 1240)" });
+    expect(byAgent.get("repairing")!.backends[1]).toMatchObject({ state: "in-sync" });
+    expect(byAgent.get("no-report")!.state).toBe("unknown");
+    expect(byAgent.get("serves-none")!.backends[0]).toMatchObject({ state: "drifted", serving: 0 });
+    expect(byAgent.get("in-sync")!.state).toBe("in-sync");
+    expect(result.summary.inSync).toBe(false);
+    expect(formatStatus(result)).toContain("repairing: HAProxy reloaded or restarted (worker 1234 -> 1240)");
+  });
+
+  it("takes an empty desired backend as in sync when HAProxy serves none of it", () => {
+    const empty = { ...WEB, servers: [] };
+    const result = status([view("a", { be_web: synced("w2") }, { desired: [empty], observed: observed([{ backend: "be_web", serving: 0 }]) })], [empty]);
+    expect(result.agents[0]!.state).toBe("in-sync");
   });
 
   it("counts per backend how many agents run its desired version, like 612/640", () => {

@@ -115,7 +115,7 @@ describe("ControllerMetrics", () => {
       desired: [backend],
       sync: departed === null ? new Map([[backend.name, { state: "synced", version: "v2" }]]) : null,
       applied: new Map([[backend.name, "v2"]]),
-      observed: null,
+      observed: { digest: "d", appliedVersions: {}, backends: [{ backend: backend.name, socket: "/run/haproxy.sock", digest: "x", serving: 0, drift: [] }] },
       rolloutSide: null,
     });
     const status = () => buildFleetStatus({ now: 10, controller: { version: "0.1.0", startedAt: 0 }, agents: [view("edge-7", null), view("edge-8", { since: 5, reason: "gone" })], backends: [backend], frozen: null, rollout: null, changes: [] });

@@ -9,6 +9,8 @@ export const PAGE_CSS = String.raw`
   --disconnected: #4b5563; --disconnected-bg: #e5e7eb;
   --rejected: #c81e1e; --rejected-bg: #fde4e4;
   --drifted: #c2410c; --drifted-bg: #ffedd5;
+  --repairing: #b45309; --repairing-bg: #fde8d0;
+  --unknown: #6d28d9; --unknown-bg: #ede9fe;
   --held: #a16207; --held-bg: #fef3c7;
   --pending: #1d4ed8; --pending-bg: #dbeafe;
   --not-sent: #6b7280; --not-sent-bg: #f1f2f4;
@@ -22,6 +24,8 @@ export const PAGE_CSS = String.raw`
     --disconnected: #9ca3af; --disconnected-bg: #2b2f36;
     --rejected: #f87171; --rejected-bg: #3b1717;
     --drifted: #fb923c; --drifted-bg: #3a2210;
+    --repairing: #fdba74; --repairing-bg: #3a2a10;
+    --unknown: #c4b5fd; --unknown-bg: #261d3f;
     --held: #facc15; --held-bg: #352b0b;
     --pending: #60a5fa; --pending-bg: #132a4a;
     --not-sent: #9ca3af; --not-sent-bg: #23272e;
@@ -66,6 +70,8 @@ h2 { font-size: 13px; text-transform: uppercase; letter-spacing: 0.04em; color: 
 .s-disconnected { --state: var(--disconnected); --state-bg: var(--disconnected-bg); }
 .s-rejected { --state: var(--rejected); --state-bg: var(--rejected-bg); }
 .s-drifted { --state: var(--drifted); --state-bg: var(--drifted-bg); }
+.s-repairing { --state: var(--repairing); --state-bg: var(--repairing-bg); }
+.s-unknown { --state: var(--unknown); --state-bg: var(--unknown-bg); }
 .s-held { --state: var(--held); --state-bg: var(--held-bg); }
 .s-pending { --state: var(--pending); --state-bg: var(--pending-bg); }
 .s-not-sent { --state: var(--not-sent); --state-bg: var(--not-sent-bg); }

@@ -14,7 +14,7 @@ export const PAGE_JS = String.raw`(() => {
   // Past a few hundred rows the DOM, not the data, freezes the tab; the filter reaches the rest.
   const ROW_CAP = 500;
   // Worst first, as in the API; an agent's state is the worst of its backends'.
-  const STATES = ["disconnected", "rejected", "drifted", "held", "pending", "not-sent", "in-sync"];
+  const STATES = ["disconnected", "rejected", "drifted", "repairing", "unknown", "held", "pending", "not-sent", "in-sync"];
   const RANK = new Map(STATES.map((state, index) => [state, index]));
   const PHASE_LOOK = { applying: "pending", baking: "pending", paused: "held", halted: "rejected", completed: "in-sync", aborted: "rejected", "rolled-back": "drifted" };
 
@@ -272,6 +272,10 @@ export const PAGE_JS = String.raw`(() => {
     switch (backend.state) {
       case "rejected":
         return [el("span", "err", backend.error ?? "rejected"), el("span", "muted", " version "), version(backend.desiredVersion)];
+      case "repairing":
+        return [el("span", "err", "repairing: " + (backend.error ?? "?"))];
+      case "unknown":
+        return ["acked; no report of what HAProxy runs yet"];
       case "drifted":
       case "held":
         return [el("span", "mono", backend.drift.map((entry) => entry.state + " " + entry.endpoint).join(", "))];
