@@ -82,7 +82,7 @@ export async function applyCommand(args: string[], log: Logger): Promise<number>
     sockets.map(async (address) => {
       const client = new RuntimeClient(address, { logger: log });
       try {
-        const options = { drainMs, waitMs, pollMs: 250, allowEmpty: flags["allow-empty"] ?? false, dryRun: flags["dry-run"] ?? false, logger: log };
+        const options = { drainMs, waitMs, pollMs: 250, allowEmpty: flags["allow-empty"] ?? false, configRendered: hybridSettings !== null, dryRun: flags["dry-run"] ?? false, logger: log };
         const reconcile = () => reconcileSocket(client, desired, new LedgerStore(stateDir, client.name), options);
         const report = await reconcile();
         if (!hybrid) return report;

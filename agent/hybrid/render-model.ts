@@ -234,7 +234,7 @@ export function addressSortKey(address: string): string {
 
 function expandIpv6(address: string): string {
   let text = address.toLowerCase();
-  // An embedded IPv4 tail (`::ffff:10.0.0.1`) becomes its two hex groups.
+  // An embedded IPv4 tail (`::10.0.0.1`, as inet_ntop prints IPv4-compatible addresses) becomes its two hex groups.
   const v4 = /(\d+)\.(\d+)\.(\d+)\.(\d+)$/.exec(text);
   if (v4) {
     const [a, b, c, d] = v4.slice(1).map(Number) as [number, number, number, number];

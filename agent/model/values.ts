@@ -26,6 +26,7 @@ const ADDRESS_CHARACTERS = /^[0-9A-Fa-f:.]+$/;
 /**
  * An IPv4 or IPv6 literal, in the canonical text form of inet_ntop: the form HAProxy prints
  * back, so that a desired address and an observed one compare equal when they are the same.
+ * An IPv4-mapped IPv6 address (`::ffff:10.0.0.1`) is the IPv4 host it maps: see ipv4Mapped.
  */
 export const addressSchema = z
   .string()
@@ -49,7 +50,26 @@ function isUnspecified(address: string): boolean {
 // so an IPv4 literal is already canonical; the SocketAddress round trip, the costliest part of
 // validating a push, is needed for IPv6 only.
 function canonicalAddress(text: string): string {
-  return isIP(text) === 4 ? text : new SocketAddress({ address: text, family: "ipv6" }).address;
+  if (isIP(text) === 4) return text;
+  const printed = ntop6(text);
+  return ipv4Mapped(printed) ?? printed;
+}
+
+function ntop6(text: string): string {
+  return new SocketAddress({ address: text, family: "ipv6" }).address;
+}
+
+// inet_ntop prints every IPv4-mapped address this way, whatever form it was written in.
+const IPV4_MAPPED = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/;
+
+/**
+ * HAProxy keeps the form it was given: after `set server B/S addr ::ffff:127.0.0.1` (2.6),
+ * `show servers state` prints `::ffff:127.0.0.1` and `show stat` `[::ffff:127.0.0.1]:P`, while
+ * both reach the same IPv4 host. hafleet takes the IPv4 form as the one name of that host: it
+ * sends it, so HAProxy prints what an IPv4 config line shows, and reads the mapped form as it.
+ */
+function ipv4Mapped(printed: string): string | null {
+  return IPV4_MAPPED.exec(printed)?.[1] ?? null;
 }
 
 /** HAProxy wraps ports modulo 65536 and accepts 0 or `1e3`: only an integer in range passes. */
@@ -79,11 +99,14 @@ export function asName(text: string): Name | null {
 }
 
 /**
- * HAProxy prints addresses with inet_ntop, so a literal that is not canonical (`2001:DB8::1`) did
- * not come from HAProxy intact; branded as it is, it would never equal the desired address.
+ * HAProxy prints addresses with inet_ntop, so a literal that is not in that form (`2001:DB8::1`)
+ * did not come from HAProxy intact; branded as it is, it would never equal the desired address.
+ * An IPv4-mapped one comes back as its IPv4 form, the one desired addresses take.
  */
 export function asObservedAddress(text: string): Address | null {
-  return isIpLiteral(text) && !isUnspecified(text) && canonicalAddress(text) === text ? (text as Address) : null;
+  if (!isIpLiteral(text)) return null;
+  const address = isIP(text) === 4 ? text : ntop6(text) === text ? (ipv4Mapped(text) ?? text) : null;
+  return address === null || isUnspecified(address) ? null : (address as Address);
 }
 
 export function asPort(value: number): Port | null {

@@ -5,6 +5,8 @@ import type { StatRow } from "../runtime/parsers/stat-csv.js";
 /** HAProxy 2.6 `srv_admin_state` bits (include/haproxy/server-t.h). */
 const ADMIN_FORCED_MAINT = 0x01;
 const ADMIN_INHERITED_MAINT = 0x02;
+/** SRV_ADMF_CMAINT: the config line says `disabled`. Not part of SRV_ADMF_MAINT (0x23). */
+const ADMIN_CONFIG_MAINT = 0x04;
 const ADMIN_FORCED_DRAIN = 0x08;
 const ADMIN_INHERITED_DRAIN = 0x10;
 const ADMIN_RESOLUTION_MAINT = 0x20;
@@ -25,7 +27,7 @@ export interface ObservedServer {
   rawName: string;
   name: Name | null;
   id: number;
-  /** As HAProxy printed it; `address` is set only for a usable (non-placeholder) literal. */
+  /** As HAProxy printed it; `address` is set only for a usable (non-placeholder) literal, in hafleet's canonical form. */
   rawAddress: string;
   address: Address | null;
   port: Port | null;
@@ -89,6 +91,15 @@ function observedServer(row: ServerStateRow, stat: StatRow | undefined): Observe
     status: stat?.status ?? null,
     sessions: stat?.currentSessions ?? null,
   };
+}
+
+/**
+ * Declared `disabled` in the config, as template slots are. HAProxy keeps the bit whatever the
+ * runtime state (a disabled slot shows 5, after `state ready` 4, in drain 12), and a reload
+ * starts the server with it again; `add server` never sets it without the `disabled` keyword.
+ */
+export function isDisabledInConfig(server: ObservedServer): boolean {
+  return (server.adminBits & ADMIN_CONFIG_MAINT) !== 0;
 }
 
 export function adminMode(bits: number): AdminMode {

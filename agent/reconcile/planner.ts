@@ -2,7 +2,7 @@ import type { DesiredBackend, DesiredServer } from "../model/desired-state.js";
 import { endpointKey, nameSchema, type Name, type Weight } from "../model/values.js";
 import { RuntimeCommand } from "../runtime/commands.js";
 import { ledgerKey, type Ledger, type LedgerEntry } from "./ledger.js";
-import { DYNAMIC_PREFIX, type AdminMode, type ObservedBackend, type ObservedServer, type ObservedState } from "./observed-state.js";
+import { DYNAMIC_PREFIX, isDisabledInConfig, type AdminMode, type ObservedBackend, type ObservedServer, type ObservedState } from "./observed-state.js";
 
 export interface PlanOptions {
   now: number;
@@ -14,6 +14,18 @@ export interface PlanOptions {
   allowEmptyBackends?: ReadonlySet<string>;
   /** Backends whose HAProxy already refused `add server` (hash-based balance, for instance). */
   refusesDynamic?: ReadonlySet<string>;
+  /**
+   * HAProxy runs a config hafleet rendered (hybrid mode): hafleet wrote every server line of
+   * the desired backends, filled slots without `disabled`, so each of their servers is its own.
+   */
+  configRendered?: boolean;
+  /**
+   * What the process this one replaced ran, as last read (after a reload or restart). A server
+   * hafleet left ready there that comes back in drain or maintenance was restored from a
+   * server-state file older than the change, not held by an operator: hafleet makes it ready.
+   * One the operator held before the reload is still held.
+   */
+  previous?: ObservedState;
 }
 
 export type StepAction = "fill-slot" | "add-server" | "reactivate" | "set-weight" | "drain" | "maint" | "delete";
@@ -34,11 +46,12 @@ export interface PlanStep {
   ledger: LedgerEntry | null | undefined;
 }
 
+/** A server the plan leaves as it is. */
 export interface HeldServer {
   server: string;
   endpoint: string | null;
   admin: AdminMode;
-  /** Whether the held server's endpoint is still desired. */
+  /** Whether the server's endpoint is desired. */
   desired: boolean;
 }
 
@@ -52,6 +65,11 @@ export interface BackendPlan {
   draining: { server: string; endpoint: string | null; until: number }[];
   /** Servers whose names cannot be put in a command: left alone, reported. */
   unmanageable: string[];
+  /**
+   * Servers hafleet did not place (see isOwn): never changed. One on a desired endpoint counts
+   * as serving it; one held out of rotation there is in `held` too. Always set by the planner.
+   */
+  foreign?: HeldServer[];
 }
 
 export interface Plan {
@@ -95,13 +113,14 @@ function missingBackend(backend: DesiredBackend): BackendPlan {
     unplaced: backend.servers.map((server) => ({ endpoint: endpointKey(server.address, server.port), reason: "backend-missing" })),
     draining: [],
     unmanageable: [],
+    foreign: [],
   };
 }
 
 interface ServerView {
   server: ObservedServer & { name: Name };
   endpoint: string | null;
-  /** The ledger entry, only if it still describes this server (same endpoint). */
+  /** The ledger entry, only if it still describes this server (see viewServers). */
   entry: LedgerEntry | undefined;
 }
 
@@ -112,25 +131,38 @@ function planBackend(
   options: PlanOptions,
   usedLedgerKeys: Set<string>,
 ): { steps: PlanStep[]; report: BackendPlan } {
-  const report: BackendPlan = { backend: backend.name, held: [], unplaced: [], draining: [], unmanageable: [] };
+  const foreign: HeldServer[] = [];
+  const report: BackendPlan = { backend: backend.name, held: [], unplaced: [], draining: [], unmanageable: [], foreign };
   const steps: PlanStep[] = [];
   const wanted = new Map(backend.servers.map((server) => [endpointKey(server.address, server.port), server]));
-  const views = viewServers(backend.name, current, ledger, report, usedLedgerKeys);
+  const views = viewServers(backend.name, current, ledger, options, report, usedLedgerKeys);
+
+  // Foreign servers first, so that hafleet never places a copy of an endpoint one of them has.
+  const desiredEndpoints = new Set(wanted.keys());
+  let readyAfter = 0;
+  for (const view of views.foreign) {
+    const desired = view.endpoint !== null && desiredEndpoints.has(view.endpoint);
+    const entry = { server: view.server.name, endpoint: view.endpoint, admin: view.server.admin, desired };
+    foreign.push(entry);
+    if (desired) wanted.delete(view.endpoint!);
+    if (view.server.admin === "ready") readyAfter++;
+    else if (desired) report.held.push(entry);
+  }
 
   const mayEmpty = options.allowEmpty || options.allowEmptyBackends?.has(backend.name) === true;
-  if (backend.servers.length === 0 && !mayEmpty && views.some((view) => view.server.admin === "ready")) {
+  if (backend.servers.length === 0 && !mayEmpty && views.own.some((view) => view.server.admin === "ready")) {
     // An empty set from upstream is far more often a fault than an intent.
     report.unplaced.push({ endpoint: "*", reason: "empty-refused" });
     return { steps, report };
   }
 
   const unclaimed: ServerView[] = [];
-  let readyAfter = 0;
-  for (const view of views) {
+  for (const view of views.own) {
     const desired = view.endpoint === null ? undefined : wanted.get(view.endpoint);
-    if (desired && claim(view, targetWeight(current, view.server, desired), steps, report, backend.name)) {
+    if (desired) {
       wanted.delete(view.endpoint!);
-      if (view.server.admin === "ready" || view.entry !== undefined) readyAfter++;
+      const restored = wasReady(options.previous?.get(backend.name), view);
+      if (claim(backend.name, view, desired, weightChange(current, view, desired), restored, options.now, steps, report)) readyAfter++;
     } else unclaimed.push(view);
   }
 
@@ -141,12 +173,13 @@ function planBackend(
     else release(view, backend.name, options, steps, report, freeSlots);
   }
 
-  const defaultWeight = current.servers.find((server) => !server.dynamic)?.initialWeight;
+  // The configured weight of hafleet's slots, else of the backend's other servers.
+  const defaultWeight = (views.own.find((view) => !view.server.dynamic)?.server ?? current.servers.find((server) => !server.dynamic))?.initialWeight;
   for (const [endpoint, server] of wanted) {
     const slot = freeSlots.shift();
-    if (slot) steps.push(fillSlot(backend.name, slot, endpoint, server, targetWeight(current, slot.server, server)));
+    if (slot) steps.push(fillSlot(backend.name, slot, endpoint, server, placementWeight(current, slot.server, server), options.now));
     else if (refusesDynamic(current, options)) report.unplaced.push({ endpoint, reason: "no-free-slot" });
-    else steps.push(addServer(backend.name, endpoint, server, defaultWeight, current.servers.some((s) => s.checked)));
+    else steps.push(addServer(backend.name, endpoint, server, defaultWeight, current.servers.some((s) => s.checked), options.now));
     if (slot || !refusesDynamic(current, options)) readyAfter++;
   }
 
@@ -161,12 +194,31 @@ function planBackend(
 }
 
 /**
- * The desired weight, else the slot's configured one. Static algorithms take no weight but
- * 0% or 100% at runtime, so there the weight is left as it runs.
+ * A new occupant's weight: the desired one, else the slot's configured one; null when the slot
+ * runs it already. Static algorithms take no weight but 0% or 100% at runtime, so there the
+ * weight is left as it runs.
  */
-function targetWeight(backend: ObservedBackend, server: ObservedServer, desired: DesiredServer): Weight {
-  if (isStatic(backend)) return server.userWeight as Weight;
-  return desired.weight ?? (server.initialWeight as Weight);
+function placementWeight(backend: ObservedBackend, server: ObservedServer, desired: DesiredServer): Weight | null {
+  if (isStatic(backend)) return null;
+  const weight = desired.weight ?? (server.initialWeight as Weight);
+  return weight === server.userWeight ? null : weight;
+}
+
+/**
+ * The weight to set on a server that keeps its endpoint, or null to leave the one it runs.
+ * Only a change of the desired weight is applied, so a weight HAProxy's agent-check or an
+ * operator set since hafleet's last change stays; each resync used to reset it.
+ */
+function weightChange(backend: ObservedBackend, view: ServerView, desired: DesiredServer): Weight | null {
+  if (isStatic(backend)) return null;
+  const wanted = desired.weight ?? null;
+  const applied = view.entry?.weight;
+  // Nothing recorded (a server hafleet has not weighted, or an older ledger): only an explicit
+  // desired weight that does not run yet is applied.
+  if (applied === undefined) return wanted !== null && wanted !== view.server.userWeight ? wanted : null;
+  if (applied === wanted) return null;
+  // Sent even when HAProxy runs it already, so that the ledger records it as applied.
+  return wanted ?? (view.server.initialWeight as Weight);
 }
 
 function isStatic(backend: ObservedBackend): boolean {
@@ -177,39 +229,93 @@ function refusesDynamic(backend: ObservedBackend, options: PlanOptions): boolean
   return isStatic(backend) || options.refusesDynamic?.has(backend.rawName) === true;
 }
 
-function viewServers(backend: Name, current: ObservedBackend, ledger: Ledger, report: BackendPlan, usedLedgerKeys: Set<string>): ServerView[] {
-  const views: ServerView[] = [];
+/**
+ * Which servers are hafleet's own: the only ones it ever changes. HAProxy records no author, so
+ * it is read from what HAProxy shows, and only servers hafleet can have placed are its own:
+ *  - template slots, declared `disabled` in the config: HAProxy keeps that bit through every
+ *    `set server ... state`, and a reload (runtime mode) brings the slots back with it. The
+ *    price: a hand-written line that says `disabled` is taken as a slot too;
+ *  - its dynamic servers, named with DYNAMIC_PREFIX (an operator's `add server` is not);
+ *  - in a config hafleet rendered (hybrid mode), every server: hafleet wrote each line, filled
+ *    slots and servers placed by a reload without `disabled`, so the bit cannot tell there.
+ * Any other server (an operator's `server web1 10.0.0.1:80`) is foreign: never drained, disabled,
+ * re-addressed, weighted or deleted, whatever the desired state says.
+ * The ledger is not asked: HAProxy's view survives an agent restart and a lost state dir, and
+ * ledgers of earlier versions record drains of servers hafleet should never have touched.
+ */
+export function isOwn(server: ObservedServer, configRendered: boolean): boolean {
+  return server.dynamic || isDisabledInConfig(server) || configRendered;
+}
+
+function viewServers(
+  backend: Name,
+  current: ObservedBackend,
+  ledger: Ledger,
+  options: PlanOptions,
+  report: BackendPlan,
+  usedLedgerKeys: Set<string>,
+): { own: ServerView[]; foreign: ServerView[] } {
+  const own: ServerView[] = [];
+  const foreign: ServerView[] = [];
   for (const server of [...current.servers].sort((a, b) => a.id - b.id)) {
     if (server.name === null) {
       report.unmanageable.push(server.rawName);
       continue;
     }
     const endpoint = server.address !== null && server.port !== null ? endpointKey(server.address, server.port) : null;
+    const view: ServerView = { server: server as ObservedServer & { name: Name }, endpoint, entry: undefined };
+    // A foreign server's entries (an earlier version's) go stale: nothing hafleet did stands there.
+    if (!isOwn(server, options.configRendered === true)) {
+      foreign.push(view);
+      continue;
+    }
     const key = ledgerKey(backend, server.name);
     const recorded = ledger.get(key);
-    const entry = recorded && recorded.endpoint === endpoint && server.admin !== "ready" ? recorded : undefined;
-    if (entry) usedLedgerKeys.add(key);
-    views.push({ server: server as ObservedServer & { name: Name }, endpoint, entry });
+    // An entry describes the server only on the endpoint hafleet left it; a drain or maintenance
+    // the server no longer runs was undone by someone else, and a later one is theirs.
+    if (recorded && recorded.endpoint === endpoint && (recorded.state === "ready" || server.admin !== "ready")) {
+      view.entry = recorded;
+      usedLedgerKeys.add(key);
+    }
+    own.push(view);
   }
-  return views;
+  return { own, foreign };
 }
 
-/** A server already on a desired endpoint keeps it. Returns false if it cannot serve it. */
-function claim(view: ServerView, weight: Weight, steps: PlanStep[], report: BackendPlan, backend: Name): boolean {
-  const { server } = view;
+/**
+ * A server already on a desired endpoint keeps it. Returns whether it serves after the plan: a
+ * drain or maintenance hafleet did not set is an operator's, held.
+ */
+/** The replaced process ran this server ready, on the same endpoint, as hafleet left it. */
+function wasReady(previous: ObservedBackend | undefined, view: ServerView): boolean {
+  if (previous === undefined || view.entry?.state !== "ready") return false;
+  const before = previous.servers.find((server) => server.name === view.server.name);
+  return before !== undefined && before.admin === "ready" && before.address !== null && before.port !== null && endpointKey(before.address, before.port) === view.endpoint;
+}
+
+function claim(backend: Name, view: ServerView, desired: DesiredServer, weight: Weight | null, restored: boolean, now: number, steps: PlanStep[], report: BackendPlan): boolean {
+  const { server, entry } = view;
   if (server.admin === "ready") {
-    if (server.userWeight !== weight) steps.push(step("set-weight", backend, view, [], [RuntimeCommand.setWeight(backend, server.name, weight)], undefined));
+    if (weight !== null) {
+      const since = entry?.state === "ready" ? entry.since : now;
+      steps.push(step("set-weight", backend, view, [], [RuntimeCommand.setWeight(backend, server.name, weight)], readyEntry(view.endpoint, desired, since)));
+    }
     return true;
   }
-  if (view.entry === undefined) {
+  if (entry?.state !== server.admin && !restored) {
     report.held.push({ server: server.name, endpoint: view.endpoint, admin: server.admin, desired: true });
-    return true;
+    return false;
   }
   // hafleet drained or freed it earlier and the endpoint is wanted again: bring it back.
-  const commit = server.userWeight === weight ? [] : [RuntimeCommand.setWeight(backend, server.name, weight)];
+  const commit = weight === null ? [] : [RuntimeCommand.setWeight(backend, server.name, weight)];
   commit.push(RuntimeCommand.setState(backend, server.name, "ready"));
-  steps.push(step("reactivate", backend, view, [], commit, null));
+  steps.push(step("reactivate", backend, view, [], commit, readyEntry(view.endpoint, desired, now)));
   return true;
+}
+
+/** hafleet left the server serving on `endpoint`, with the desired weight, if any, applied. */
+function readyEntry(endpoint: string | null, desired: DesiredServer, since: number): LedgerEntry {
+  return { state: "ready", endpoint, since, weight: desired.weight ?? null };
 }
 
 /** A server no longer desired and already out of rotation: maintenance (a free slot), or delete if dynamic. */
@@ -233,23 +339,24 @@ function release(view: ServerView, backend: Name, options: PlanOptions, steps: P
 }
 
 function drainEntry(view: ServerView, now: number): LedgerEntry {
-  return { state: "drain", endpoint: view.endpoint, since: now };
+  return { state: "drain", endpoint: view.endpoint, since: now, weight: view.entry?.weight };
 }
 
-function fillSlot(backend: Name, slot: ServerView, endpoint: string, desired: DesiredServer, weight: Weight): PlanStep {
+function fillSlot(backend: Name, slot: ServerView, endpoint: string, desired: DesiredServer, weight: Weight | null, now: number): PlanStep {
   const { server } = slot;
   const prepare = [RuntimeCommand.setAddress(backend, server.name, desired.address, desired.port)];
-  if (server.userWeight !== weight) prepare.push(RuntimeCommand.setWeight(backend, server.name, weight));
-  return { action: "fill-slot", backend, server: server.name, endpoint, prepare, commit: [RuntimeCommand.setState(backend, server.name, "ready")], ledger: null };
+  if (weight !== null) prepare.push(RuntimeCommand.setWeight(backend, server.name, weight));
+  const commit = [RuntimeCommand.setState(backend, server.name, "ready")];
+  return { action: "fill-slot", backend, server: server.name, endpoint, prepare, commit, ledger: readyEntry(endpoint, desired, now) };
 }
 
-function addServer(backend: Name, endpoint: string, desired: DesiredServer, defaultWeight: number | undefined, check: boolean): PlanStep {
+function addServer(backend: Name, endpoint: string, desired: DesiredServer, defaultWeight: number | undefined, check: boolean, now: number): PlanStep {
   const server = dynamicServerName(desired);
   const weight = desired.weight ?? (defaultWeight as Weight | undefined);
   const prepare = [RuntimeCommand.addServer(backend, server, desired.address, desired.port, { weight, check })];
   const commit = check ? [RuntimeCommand.enableHealth(backend, server)] : [];
   commit.push(RuntimeCommand.setState(backend, server, "ready"));
-  return { action: "add-server", backend, server, endpoint, prepare, commit, ledger: null };
+  return { action: "add-server", backend, server, endpoint, prepare, commit, ledger: readyEntry(endpoint, desired, now) };
 }
 
 /** Named after the endpoint, so an operator reading `show servers state` sees what it is. */

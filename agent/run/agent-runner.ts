@@ -134,7 +134,7 @@ export class AgentRunner {
     if (this.stopping) return;
     this.link.start();
     this.resyncTimer = setInterval(() => this.requestResync("resync"), this.options.resyncMs);
-    this.probeTimer = setInterval(() => this.probe(), this.options.probeMs ?? 500);
+    this.probeTimer = setInterval(() => this.probe(), this.options.probeMs ?? 250);
   }
 
   /** The apply under way finishes; waiting pushes are dropped (the controller resends them). */

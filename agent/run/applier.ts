@@ -88,6 +88,10 @@ interface SocketState {
   ledger: LedgerStore;
   /** The serving process at the last look; null: unreachable then; undefined: never asked. */
   worker: WorkerIdentity | null | undefined;
+  /** What HAProxy ran at the last apply that read it. */
+  observed?: ObservedState;
+  /** What the replaced process ran, until an apply has repaired its successor (PlanOptions.previous). */
+  replaced?: ObservedState;
 }
 
 /** One long-lived RuntimeClient per socket, and its ledger in the state dir. */
@@ -115,16 +119,21 @@ export class RuntimeApplier implements Applier {
       pollMs: 250,
       allowEmpty: false,
       allowEmptyBackends,
+      // Hybrid mode renders the config: every server in it is hafleet's (planner.ts isOwn).
+      configRendered: this.options.hybrid !== undefined,
       dryRun: false,
       logger: this.options.logger,
     };
     return Promise.all(
       this.sockets.map(async (socket): Promise<SocketApply> => {
         // Before anything is read or sent: the kept connection must be on the serving process.
-        socket.worker = await socket.client.probe();
+        this.look(socket, await socket.client.probe());
         try {
-          const reconcile = () => reconcileSocket(socket.client, desired, socket.ledger, reconcileOptions);
+          const options = socket.replaced ? { ...reconcileOptions, previous: socket.replaced } : reconcileOptions;
+          const reconcile = () => reconcileSocket(socket.client, desired, socket.ledger, options);
           const report = await reconcile();
+          socket.observed = report.observed;
+          delete socket.replaced;
           const { hybrid } = this.options;
           if (!hybrid || !socket.reloader) return report;
           // A refused render or a failed reload fails the whole socket: every pushed backend is nacked.
@@ -154,14 +163,19 @@ export class RuntimeApplier implements Applier {
   async workerChanges(): Promise<Array<{ socket: string; change: WorkerChange }>> {
     const changes = await Promise.all(
       this.sockets.map(async (socket) => {
-        const previous = socket.worker;
-        const current = await socket.client.probe();
-        socket.worker = current;
-        const change = workerChange(previous, current);
+        const change = this.look(socket, await socket.client.probe());
         return change === null ? [] : [{ socket: socket.client.name, change }];
       }),
     );
     return changes.flat();
+  }
+
+  /** Records who serves now; a new process is remembered with what its predecessor ran. */
+  private look(socket: SocketState, current: WorkerIdentity | null): WorkerChange | null {
+    const change = workerChange(socket.worker, current);
+    socket.worker = current;
+    if (change !== null && change.kind !== "gone" && socket.observed) socket.replaced ??= socket.observed;
+    return change;
   }
 
   async close(): Promise<void> {

@@ -75,7 +75,9 @@ function observeBackend(desired: { name: Name; servers: readonly DesiredServer[]
     if (held.has(endpoint)) add(endpoint, "held");
     else if (!servingEndpoints.has(endpoint)) add(endpoint, "missing");
   }
-  for (const endpoint of servingEndpoints) if (!wanted.has(endpoint)) add(endpoint, "unexpected");
+  // A server hafleet did not place (planner.ts isOwn) is the operator's: not a difference to repair.
+  const foreign = new Set((plan?.foreign ?? []).flatMap((entry) => (entry.endpoint === null ? [] : [entry.endpoint])));
+  for (const endpoint of servingEndpoints) if (!wanted.has(endpoint) && !foreign.has(endpoint)) add(endpoint, "unexpected");
   if (options.repaired) {
     for (const step of report.plan.steps) {
       const state = REPAIRS[step.action];

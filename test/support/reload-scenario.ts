@@ -163,7 +163,7 @@ export function falseInSync(samples: readonly TruthSample[], graceMs: number): T
 
 /**
  * A real agent run loop on one HAProxy with the production defaults that matter for reloads
- * (a probe every 500 ms) and a resync only every minute, so that a repair is never the periodic
+ * (a probe every 250 ms) and a resync only every minute, so that a repair is never the periodic
  * resync's doing. Started; the caller stops it.
  */
 export async function startReloadAgent(options: { id: string; labels?: Record<string, string>; controllerPort: number; socket: string; stateRoot: string; hybrid?: HybridSession }): Promise<AgentRunner> {

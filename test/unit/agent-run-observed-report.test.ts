@@ -92,6 +92,21 @@ describe("observedReport", () => {
     expect(entry!.drift).toEqual([{ endpoint: "10.0.0.2:80", state: "held" }]);
   });
 
+  it("counts an operator's hand-written server as serving, not as drift: hafleet never touches it", () => {
+    const observed = observe({ be_app: [{ name: "srv1", addr: "10.0.0.1", port: 80 }, { name: "srv2", addr: "10.0.0.2", port: 80 }, { name: "web1", addr: "10.9.9.9", port: 80 }] });
+    const final = plan([{ backend: "be_app", held: [], unplaced: [], draining: [], unmanageable: [], foreign: [{ server: "web1", endpoint: "10.9.9.9:80", admin: "ready", desired: false }] }]);
+    const [entry] = observedReport(want, [report("/a.sock", observed, { final })], { repaired: false }).backends;
+    expect([entry!.serving, entry!.drift]).toEqual([3, []]);
+  });
+
+  it("marks every entry of a socket being repaired with the reason, and only that socket's", () => {
+    const observed = observe({ be_app: [{ name: "srv1", addr: "10.0.0.1", port: 80 }, { name: "srv2", addr: "10.0.0.2", port: 80 }] });
+    const reason = "HAProxy reloaded or restarted (worker 1 -> 2)";
+    const result = observedReport(want, [report("/a.sock", observed), report("/b.sock", observed)], { repaired: false, repairing: new Map([["/b.sock", reason]]) });
+    expect(result.backends.map((entry) => [entry.socket, entry.repairing])).toEqual([["/a.sock", undefined], ["/b.sock", reason]]);
+    expect(result.digest).not.toBe(observedReport(want, [report("/a.sock", observed), report("/b.sock", observed)], { repaired: false }).digest);
+  });
+
   it("counts a draining server hafleet removes as neither serving nor drift", () => {
     const observed = observe({ be_app: [{ name: "srv1", addr: "10.0.0.1", port: 80 }, { name: "srv2", addr: "10.0.0.2", port: 80 }, { name: "srv3", addr: "10.0.0.3", port: 80, admin: DRAIN }] });
     const [entry] = observedReport(want, [report("/a.sock", observed)], { repaired: false }).backends;

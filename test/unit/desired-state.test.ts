@@ -55,7 +55,9 @@ describe("parseDesiredState: valid documents", () => {
     ["::1", "::1"],
     ["FE80::0:1", "fe80::1"],
     ["2001:db8:0:0:1:0:0:1", "2001:db8::1:0:0:1"],
-    ["::ffff:10.0.0.1", "::ffff:10.0.0.1"],
+    // IPv4-mapped: the IPv4 host it maps, as hafleet sends it (HAProxy prints the form it is given).
+    ["::ffff:10.0.0.1", "10.0.0.1"],
+    ["::FFFF:0a00:0001", "10.0.0.1"],
     ["10.0.0.1", "10.0.0.1"],
   ])("canonicalises address %j to %j (the inet_ntop form HAProxy prints)", (address, canonical) => {
     const state = parseDesiredState(withServer({ address }), SOURCE);
