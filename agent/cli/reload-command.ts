@@ -62,6 +62,12 @@ export async function reloadCommand(args: string[], log: Logger): Promise<number
   try {
     const result = await reloader.reload();
     const state = saved as SavedServerState | null;
+    // The master's word is not the admin socket's: say done only once the new worker answers it.
+    const serving = await client.awaitWorker(result.workerPid, timeoutMs);
+    if (serving?.pid !== result.workerPid) {
+      process.stderr.write(`hafleet-agent reload: the master runs worker ${result.workerPid}, but ${flags.socket} is answered by ${serving === null ? "nothing" : `pid ${serving.pid}`} after ${timeoutMs} ms\n`);
+      return EXIT.notConverged;
+    }
     process.stdout.write(
       `${master.name}: reloaded, worker ${result.workerPid} serves (was ${result.previousWorkerPids.join(", ") || "none"}); ` +
         `new worker seen ${result.elapsedMs} ms after 'reload', master ${result.masterPid} at ${result.reloads} reload(s)\n` +
@@ -70,8 +76,9 @@ export async function reloadCommand(args: string[], log: Logger): Promise<number
     return EXIT.ok;
   } catch (error) {
     if (error instanceof ReloadFailedError) {
-      const why = flags.config === undefined ? NO_REASON : await explain(flags["haproxy-bin"] ?? "haproxy", flags.config);
-      process.stderr.write(`hafleet-agent reload: ${error.message}\n${why}\n`);
+      // 2.7+ gives its reason in the reply (in the message already); 2.6 says nothing, so ask `haproxy -c`.
+      const why = error.reason !== null ? "" : flags.config === undefined ? `\n${NO_REASON}` : `\n${await explain(flags["haproxy-bin"] ?? "haproxy", flags.config)}`;
+      process.stderr.write(`hafleet-agent reload: ${error.message}${why}\n`);
       return EXIT.notConverged;
     }
     if (error instanceof ReloadTimeoutError) {

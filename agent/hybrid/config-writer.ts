@@ -58,7 +58,11 @@ export interface ConfigWriteResult {
   changed: boolean;
   /** Where the previous file was kept; null when nothing was replaced. */
   backup: string | null;
-  /** HAProxy's `[WARNING]` messages about the new file. */
+  /**
+   * HAProxy's `[WARNING]` messages about the new file, as it printed them. Which ones depends on
+   * the version (a missing server-state file: a WARNING in 2.6, a NOTICE from 2.9, nothing from
+   * 3.0), so nothing here relies on their words: the exit code is the verdict.
+   */
   warnings: string[];
 }
 

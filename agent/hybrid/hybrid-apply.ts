@@ -213,7 +213,9 @@ export async function hybridApply(input: HybridApplyInput): Promise<HybridOutcom
     log.error({ err: error, restored }, restored ? "reload failed; the previous config file is back in place" : "reload failed; no previous config file to put back");
     return { ...base, ok: false, written, reloadReasons: reasons, restored, failure: error.message };
   }
-  await waitForWorker(input.client, reload.workerPid, log);
+  // The re-reconcile must read the new worker, not an old one still accepting for a moment.
+  const serving = await input.client.awaitWorker(reload.workerPid, WORKER_TAKEOVER_MS);
+  if (serving?.pid !== reload.workerPid) log.warn({ worker: reload.workerPid, answered: serving?.pid ?? null }, "the new worker does not answer the admin socket yet; reconciling anyway");
 
   // The reload may have lost what the file did not hold (servers added at runtime meanwhile).
   const report = await input.reconcile();
@@ -231,24 +233,6 @@ async function restore(file: string): Promise<boolean> {
   const mode = (await stat(file)).mode & 0o7777;
   await writeFileAtomic(file, text, mode);
   return true;
-}
-
-/**
- * The master lists the new worker when it forks it, while the old one may still accept on the
- * admin socket for a moment: wait until the new pid answers a fresh connection (the client then
- * leaves the old one), so the re-reconcile reads the new worker.
- */
-async function waitForWorker(client: RuntimeClient, pid: number, log: Logger): Promise<void> {
-  const deadline = Date.now() + WORKER_TAKEOVER_MS;
-  for (;;) {
-    const worker = await client.probe();
-    if (worker?.pid === pid && !worker.stopping) return;
-    if (Date.now() > deadline) {
-      log.warn({ pid, answered: worker?.pid ?? null }, "the new worker does not answer the admin socket yet; reconciling anyway");
-      return;
-    }
-    await new Promise((resolve) => setTimeout(resolve, 20));
-  }
 }
 
 async function readIfExists(path: string): Promise<string | null> {

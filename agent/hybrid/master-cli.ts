@@ -1,8 +1,8 @@
 import { connect } from "node:net";
 import type { Logger } from "pino";
-import { ConnectError, ConnectionLostError, ReplyParseError, TimeoutError } from "../errors.js";
-import { quote } from "../runtime/parsers/fields.js";
+import { ConnectError, ConnectionLostError, TimeoutError } from "../errors.js";
 import { formatSocketAddress, type SocketAddress } from "../runtime/socket-address.js";
+import { parseReloadReply, type ReloadReply } from "./reload-reply.js";
 import { parseMasterStatus, parseShowProc, type MasterStatus, type ShowProc } from "./show-proc.js";
 
 /**
@@ -12,7 +12,7 @@ import { parseMasterStatus, parseShowProc, type MasterStatus, type ShowProc } fr
  */
 const REQUESTS = {
   "show proc": "show proc\n",
-  // Interactive for this one exchange only: the reload status of 2.6 is visible in the prompt.
+  // Interactive for this one exchange only: the reload status is visible in the prompt (2.6-3.4).
   "prompt show proc": "prompt\nshow proc\n",
   reload: "reload\n",
 } as const;
@@ -46,9 +46,9 @@ export class MasterCli {
   }
 
   /** The raw reply; a timeout or a broken connection is an error, never a short reply. */
-  async request(request: MasterRequest): Promise<string> {
+  async request(request: MasterRequest, timeoutMs: number = this.timeoutMs): Promise<string> {
     if (!Object.hasOwn(REQUESTS, request)) throw new Error(`refusing to send an unknown master CLI request: ${JSON.stringify(request)}`);
-    const reply = await exchange(this.address, this.name, REQUESTS[request], request, this.timeoutMs);
+    const reply = await exchange(this.address, this.name, REQUESTS[request], request, timeoutMs);
     this.options.logger?.trace({ socket: this.name, request, bytes: reply.length }, "master CLI replied");
     return reply;
   }
@@ -63,13 +63,14 @@ export class MasterCli {
   }
 
   /**
-   * Asks the master to reload. 2.6 answers nothing, whether the reload then succeeds or fails:
-   * the outcome shows only in later `show proc` replies (see reloader.ts). Any text is a refusal
-   * (this is not a master socket, or its level is too low).
+   * Asks the master to reload, and returns its verdict when the version gives one (2.7+, see
+   * reload-reply.ts); 2.6 answers nothing either way, and later `show proc` replies tell (see
+   * reloader.ts). Any other text is a refusal (not a master socket, or too low a level): a
+   * ReplyParseError, and nothing was reloaded. 2.7+ answers only once the new worker has loaded,
+   * which takes longer than other requests on a large config: hence a timeout of its own.
    */
-  async reload(): Promise<void> {
-    const reply = await this.request("reload");
-    if (reply !== "") throw new ReplyParseError("reload", `expected an empty reply from the master CLI, got ${quote(reply)}`);
+  async reload(timeoutMs: number = this.timeoutMs): Promise<ReloadReply> {
+    return parseReloadReply(await this.request("reload", timeoutMs));
   }
 }
 

@@ -1,10 +1,17 @@
 import type { Logger } from "pino";
 import { ConnectionLostError, HafleetError, TimeoutError } from "../errors.js";
-import type { MasterCli } from "./master-cli.js";
-import type { MasterStatus, ProcessEntry } from "./show-proc.js";
+import type { ReloadReply } from "./reload-reply.js";
+import { servingWorkers, type MasterStatus, type ProcessEntry } from "./show-proc.js";
 
-/** What the reloader needs of the master CLI; tests pass a scripted fake. */
-export type MasterControl = Pick<MasterCli, "name" | "status" | "reload">;
+/** What the reloader needs of the master CLI (MasterCli); tests pass a scripted fake. */
+export interface MasterControl {
+  readonly name: string;
+  status(): Promise<MasterStatus>;
+  /** HAProxy's verdict when its version gives one (2.7+); nothing means: judge from `show proc`. */
+  reload(timeoutMs?: number): Promise<ReloadReply | void>;
+}
+
+const NO_VERDICT: ReloadReply = { kind: "no-verdict" };
 
 /** Injected so that tests decide what time it is and how long a sleep takes. */
 export interface Clock {
@@ -16,6 +23,9 @@ export const systemClock: Clock = {
   now: () => Date.now(),
   sleep: (ms) => new Promise((resolve) => setTimeout(resolve, ms)),
 };
+
+/** How long to wait before asking again when HAProxy answers that another reload is in progress. */
+const BUSY_RETRY_MS = 100;
 
 /** How a reload ended: `error` is one that never got to a verdict (the master unreachable, `prepare` failed). */
 export type ReloadOutcome = "reloaded" | "failed" | "timeout" | "error";
@@ -63,10 +73,13 @@ export class ReloadFailedError extends HafleetError {
     readonly servingPids: readonly number[],
     readonly failedReloads: number | null,
     readonly prompt: string,
+    /** HAProxy's own words on why (its `[ALERT]` lines), from the reload's reply on 2.7+; null on 2.6. */
+    readonly reason: string | null = null,
   ) {
     const serving = servingPids.length === 0 ? "and no worker serves" : `worker ${servingPids.join(", ")} still serves`;
     const counter = failedReloads === null ? "" : `'[failed: ${failedReloads}]' in 'show proc', `;
-    super(`HAProxy's reload failed: the master at ${socket} reports ${counter}prompt ${JSON.stringify(prompt)}; ${serving} with the previous configuration`);
+    const says = reason === null ? "" : `. HAProxy says:\n${reason}`;
+    super(`HAProxy's reload failed: the master at ${socket} reports ${counter}prompt ${JSON.stringify(prompt)}; ${serving} with the previous configuration${says}`);
     this.name = "ReloadFailedError";
   }
 }
@@ -92,23 +105,43 @@ export type ReloadVerdict =
   | { kind: "waiting"; reason: string };
 
 /**
- * Whether a reload sent after `before` has ended, from the master's answer `after`.
+ * Whether a reload sent after `before` has ended, from the master's answer `after`: the only
+ * verdict 2.6 gives, whose `reload` answers nothing.
  *
- * Success is a current worker that was not current before. Failure is the master having
- * reloaded (its counter grew) while reporting the latest reload failed: 2.6 resets
- * `[failed: N]` to 0 on success, and shows `master[ReloadFailed]>` exactly while it is above 0,
- * so a failure that happened before our reload cannot pass for ours once the counter has moved.
- * A master with another pid was restarted: its counters start over, so only a new worker counts.
+ * Success is a current worker that was not serving before. Failure is the master having
+ * reloaded (its counter grew) while reporting the latest reload failed: `[failed: N]` is 0 after
+ * a success (2.6-3.0 reset it then, 3.1+ at every reload), and `master[ReloadFailed]>` shows
+ * exactly while it is above 0, so a failure that happened before our reload cannot pass for ours
+ * once the counter has moved. What serves after a failure is what served before: 2.6-3.0 keep
+ * it under `# workers`, 3.1+ move it to `# old workers`. A master with another pid was
+ * restarted: its counters start over, so only a new worker counts.
  */
 export function judgeReload(before: MasterStatus, after: MasterStatus): ReloadVerdict {
-  const previous = new Set(before.proc.workers.map((worker) => worker.pid));
+  const previous = new Set([...before.proc.workers, ...servingWorkers(before.proc)].map((worker) => worker.pid));
   const fresh = after.proc.workers.filter((worker) => !previous.has(worker.pid));
   if (fresh.length > 0) return { kind: "reloaded", workers: fresh };
   const sameMaster = after.proc.master.pid === before.proc.master.pid;
   if (!sameMaster) return { kind: "waiting", reason: `the master was restarted (pid ${before.proc.master.pid} -> ${after.proc.master.pid}) and has no new worker yet` };
   if (after.proc.master.reloads <= before.proc.master.reloads) return { kind: "waiting", reason: "the master has not reloaded yet" };
-  if ((after.proc.master.failedReloads ?? 0) > 0 || after.prompt.reloadFailed) return { kind: "failed", serving: after.proc.workers };
+  if ((after.proc.master.failedReloads ?? 0) > 0 || after.prompt.reloadFailed) return { kind: "failed", serving: stillServing(before, after) };
   return { kind: "waiting", reason: "the master reloaded but lists no new worker yet" };
+}
+
+/** After a failed reload: the current workers (2.6-3.0), else those that served before and are still listed (3.1+). */
+function stillServing(before: MasterStatus, after: MasterStatus): ProcessEntry[] {
+  if (after.proc.workers.length > 0) return after.proc.workers;
+  const served = new Set(servingWorkers(before.proc).map((worker) => worker.pid));
+  return after.proc.oldWorkers.filter((worker) => served.has(worker.pid));
+}
+
+/**
+ * The workers a reload that HAProxy reported successful (2.7+) started: listed now, and not
+ * before. Current ones first; an old one only if another reload already replaced ours.
+ */
+function startedBy(before: MasterStatus, after: MasterStatus): ProcessEntry[] {
+  const known = new Set([...before.proc.workers, ...before.proc.oldWorkers].map((worker) => worker.pid));
+  const current = after.proc.workers.filter((worker) => !known.has(worker.pid));
+  return current.length > 0 ? current : after.proc.oldWorkers.filter((worker) => !known.has(worker.pid));
 }
 
 /**
@@ -178,27 +211,55 @@ export class Reloader {
   private async reloadOnce(): Promise<ReloadResult> {
     const log = this.options.logger;
     const socket = this.master.name;
-    const before = await this.master.status();
-    this.servingPid = before.proc.workers[0]?.pid ?? null;
+    let before = await this.master.status();
+    this.servingPid = servingWorkers(before.proc)[0]?.pid ?? null;
     await this.options.prepare?.();
-    log?.info({ socket, pid: this.servingPid }, "reloading HAProxy");
-    await this.send();
-    const sentAt = this.clock.now();
+    const startedAt = this.clock.now();
+    for (;;) {
+      log?.info({ socket, pid: this.servingPid }, "reloading HAProxy");
+      const sentAt = this.clock.now();
+      const reply = await this.send(Math.max(1, this.timeoutMs - (sentAt - startedAt)));
+      if (reply.kind !== "busy") return this.verdict(before, reply, sentAt);
+      // Nothing was tried: another reload (an operator's, or HAProxy's own start) is still loading its worker.
+      if (this.clock.now() - startedAt >= this.timeoutMs) throw new ReloadTimeoutError(socket, this.timeoutMs, before, `another reload is still in progress: ${reply.log}`);
+      log?.info({ socket }, "another reload is still in progress; sending ours once it is done");
+      await this.clock.sleep(Math.max(this.pollMs, BUSY_RETRY_MS));
+      // That other reload changes the workers: ours is judged against what it left.
+      const now = await this.poll();
+      if (!(now instanceof HafleetError)) before = now;
+    }
+  }
+
+  /**
+   * Follows `show proc` until it shows the outcome: the one HAProxy's reply gave (2.7+), with the
+   * workers that tells apart; or, when the reply gave none (2.6, or a connection lost after
+   * sending), the one judgeReload reads from the master's counters.
+   */
+  private async verdict(before: MasterStatus, reply: ReloadReply, sentAt: number): Promise<ReloadResult> {
     let last: MasterStatus | null = null;
     let detail = "the master did not answer";
+    // A verdict in the reply (2.7+) comes once the new worker has loaded: `show proc` lists it already.
+    let wait = reply.kind === "no-verdict";
     for (;;) {
-      await this.clock.sleep(this.pollMs);
+      if (wait) await this.clock.sleep(this.pollMs);
+      wait = true;
       const after = await this.poll();
       if (after instanceof HafleetError) {
         detail = `the master did not answer: ${after.message}`;
       } else {
         last = after;
+        if (reply.kind === "failed") throw this.failed(after, stillServing(before, after), reply.reason);
         const verdict = judgeReload(before, after);
-        if (verdict.kind === "reloaded") return this.succeeded(before, after, verdict.workers, sentAt);
-        if (verdict.kind === "failed") throw this.failed(after, verdict.serving);
-        detail = `${verdict.reason} (workers: ${pids(after.proc.workers)}, reloads: ${after.proc.master.reloads})`;
+        const started = reply.kind === "succeeded" ? startedBy(before, after) : verdict.kind === "reloaded" ? verdict.workers : [];
+        if (started.length > 0) return this.succeeded(before, after, started, sentAt);
+        if (verdict.kind === "failed" && reply.kind !== "succeeded") throw this.failed(after, verdict.serving, null);
+        detail = verdict.kind === "waiting" ? `${verdict.reason} (workers: ${pids(after.proc.workers)}, reloads: ${after.proc.master.reloads})` : "HAProxy answered 'Success=1' but lists no new worker";
       }
-      if (this.clock.now() - sentAt >= this.timeoutMs) throw new ReloadTimeoutError(socket, this.timeoutMs, last, detail);
+      if (this.clock.now() - sentAt >= this.timeoutMs) {
+        // HAProxy's own verdict stands even when the master cannot be read back in time.
+        if (reply.kind === "failed") throw this.failed(last ?? before, stillServing(before, last ?? before), reply.reason);
+        throw new ReloadTimeoutError(this.master.name, this.timeoutMs, last, detail);
+      }
     }
   }
 
@@ -213,16 +274,18 @@ export class Reloader {
   }
 
   /**
-   * Never sent twice: a connection lost or timed out after the request may still have reloaded,
-   * and a second reload would fork another worker. Polling tells what happened. A refusal
-   * (text instead of the empty reply) or no connection at all means nothing happened.
+   * Never sent twice unless HAProxy said it did not try (busy): a connection lost or timed out
+   * after the request may still have reloaded, and a second reload would fork another worker.
+   * Polling tells what happened. A refusal (a reply that is no verdict) or no connection at all
+   * means nothing happened, and is thrown.
    */
-  private async send(): Promise<void> {
+  private async send(timeoutMs: number): Promise<ReloadReply> {
     try {
-      await this.master.reload();
+      return (await this.master.reload(timeoutMs)) ?? NO_VERDICT;
     } catch (error) {
       if (!(error instanceof ConnectionLostError || error instanceof TimeoutError)) throw error;
       this.options.logger?.warn({ socket: this.master.name, err: error }, "no clean reply to 'reload'; checking whether it happened");
+      return NO_VERDICT;
     }
   }
 
@@ -233,7 +296,7 @@ export class Reloader {
     const result: ReloadResult = {
       workerPid,
       workerPids,
-      previousWorkerPids: before.proc.workers.map((worker) => worker.pid),
+      previousWorkerPids: servingWorkers(before.proc).map((worker) => worker.pid),
       masterPid: after.proc.master.pid,
       reloads: after.proc.master.reloads,
       elapsedMs: this.clock.now() - sentAt,
@@ -242,10 +305,10 @@ export class Reloader {
     return result;
   }
 
-  private failed(after: MasterStatus, serving: ProcessEntry[]): ReloadFailedError {
+  private failed(after: MasterStatus, serving: ProcessEntry[], reason: string | null): ReloadFailedError {
     this.servingPid = serving[0]?.pid ?? null;
-    const error = new ReloadFailedError(this.master.name, serving.map((worker) => worker.pid), after.proc.master.failedReloads, after.prompt.text);
-    this.options.logger?.error({ socket: this.master.name, pid: this.servingPid, failedReloads: error.failedReloads }, "HAProxy's reload failed");
+    const error = new ReloadFailedError(this.master.name, serving.map((worker) => worker.pid), after.proc.master.failedReloads, after.prompt.text, reason);
+    this.options.logger?.error({ socket: this.master.name, pid: this.servingPid, failedReloads: error.failedReloads, reason }, "HAProxy's reload failed");
     return error;
   }
 }

@@ -2,8 +2,13 @@ import { ReplyParseError } from "../errors.js";
 import { lineError, quote, readHeader, readInteger, replyLines, type Header } from "../runtime/parsers/fields.js";
 
 /**
- * Readers for the master CLI's `show proc` and its prompt (HAProxy 2.6, captured in
- * test/fixtures/haproxy-2.6/master-*.txt). Pure: the socket is master-cli.ts's business.
+ * Readers for the master CLI's `show proc` and its prompt (captured in test/fixtures/haproxy-2.6/
+ * master-*.txt, and per version in haproxy-<version>/reload-cycle-*.txt). Pure: the socket is
+ * master-cli.ts's business.
+ *
+ * Since 3.1 `# programs` is printed only when there are programs (b49ddae21), and after a failed
+ * reload `# workers` is empty while the worker that still serves is listed under `# old workers`
+ * (154848a31): see servingWorkers().
  *
  * 2.6 prints `#<PID> <type> <reloads> <uptime> <version>` padded to 15 characters per column,
  * but a value may overflow its padding, so columns are found by the header's names and each
@@ -18,8 +23,9 @@ export interface MasterProcess {
   /** Reloads since the master started, failed ones included. */
   reloads: number;
   /**
-   * Failed reloads since the last successful one: 2.6 resets it to 0 when a reload succeeds,
-   * so `> 0` means the latest reload failed. Null when the version does not print it.
+   * Whether the latest reload failed, as a count: 2.6-3.0 count failures since the last success,
+   * 3.1+ count only the latest reload (0 or 1). Either way `> 0` means the latest reload failed.
+   * Null when the version does not print it.
    */
   failedReloads: number | null;
   uptimeSeconds: number;
@@ -41,7 +47,7 @@ export interface ProcessEntry {
 
 export interface ShowProc {
   master: MasterProcess;
-  /** Current workers: the ones that take new connections. */
+  /** Current workers: the ones that take new connections (none on 3.1+ after a failed reload). */
   workers: ProcessEntry[];
   /** Workers replaced by a reload and still finishing their connections. */
   oldWorkers: ProcessEntry[];
@@ -52,7 +58,7 @@ export interface ShowProc {
 export interface MasterPrompt {
   /** As printed, e.g. `master[ReloadFailed]> `. */
   text: string;
-  /** 2.6 adds `[ReloadFailed]` exactly when its failed-reload counter is above 0. */
+  /** `[ReloadFailed]` is there exactly when the failed-reload counter is above 0 (2.6-3.4). */
   reloadFailed: boolean;
 }
 
@@ -115,7 +121,7 @@ export function parseShowProc(text: string): ShowProc {
     }
     children[SECTIONS[section]].push(child);
   }
-  // Every version prints `# workers`, even empty: without it the reply was cut short.
+  // Every version prints `# workers`, even empty (3.1+ after a failed reload): without it the reply was cut short.
   if (!seen.has("workers")) throw lineError(COMMAND, lines.length, "no '# workers' section");
   return { master, ...children };
 }
@@ -221,4 +227,15 @@ function readUptime(raw: string, lineNumber: number): number {
   // Days have no width: enough digits make the sum inexact, or Infinity.
   if (!Number.isSafeInteger(total)) throw lineError(COMMAND, lineNumber, `uptime: ${quote(raw)} is out of range`);
   return total;
+}
+
+/**
+ * The workers that take new connections: the current ones. When there is none, it is 3.1+ after
+ * a failed reload, which lists the worker that still serves under `# old workers`: of those, the
+ * ones replaced last, i.e. with the fewest reloads (every reload adds one to each old worker's count).
+ */
+export function servingWorkers(proc: ShowProc): ProcessEntry[] {
+  if (proc.workers.length > 0 || proc.oldWorkers.length === 0) return proc.workers;
+  const fewest = Math.min(...proc.oldWorkers.map((worker) => worker.reloads));
+  return proc.oldWorkers.filter((worker) => worker.reloads === fewest);
 }

@@ -1,3 +1,4 @@
+import { assertBatchOrder } from "../runtime/batch-order.js";
 import type { RuntimeCommand } from "../runtime/commands.js";
 import type { CommandReply, FailureReason } from "../runtime/reply.js";
 import type { CommandRunner } from "../runtime/runtime-client.js";
@@ -13,7 +14,10 @@ const REMOVALS = new Set<StepAction>(["drain", "maint", "delete"]);
 /**
  * Runs a plan in two pipelined batches: every step's `prepare` commands, then the `commit`
  * commands of the steps whose preparation succeeded. A backend where any new server could
- * not be placed keeps its old servers this time (make before break).
+ * not be placed keeps its old servers this time (make before break). The commit batch is sent
+ * only once every prepare reply is back, which is what lets a `state ready` follow the address
+ * it depends on: HAProxy 2.9+ applies an address change after answering (see batch-order.ts),
+ * so within one batch that order is refused before anything is sent.
  */
 export async function executePlan(client: CommandRunner, steps: readonly PlanStep[]): Promise<StepOutcome[]> {
   const failures = new Map<PlanStep, StepOutcome>();
@@ -44,6 +48,7 @@ async function runPhase(client: CommandRunner, steps: readonly PlanStep[], comma
       commands.push(command);
     }
   }
+  assertBatchOrder(commands);
   const replies: CommandReply[] = await client.run(commands);
   replies.forEach((reply, index) => {
     const step = owners[index]!;

@@ -361,7 +361,7 @@ export class AgentRunner {
             this.log.warn({ socket }, `${reason}: reporting it`);
             continue;
           }
-          this.log.warn({ socket, pid: change.to }, `${reason}: re-applying the desired state`);
+          this.log.warn({ socket, worker: change.to }, `${reason}: re-applying the desired state`);
           this.repairing.set(socket, { reason, appliesBefore: this.appliesStarted });
         }
         if (this.repairing.size > 0) {

@@ -94,6 +94,19 @@ export class RuntimeClient {
     return fresh;
   }
 
+  /**
+   * Probes until `pid` serves (a reload's new worker: the master lists it when it forks it, the
+   * old one may still accept for a moment); the serving process at the deadline otherwise.
+   */
+  async awaitWorker(pid: number, timeoutMs: number): Promise<WorkerIdentity | null> {
+    const deadline = performance.now() + timeoutMs;
+    for (;;) {
+      const worker = await this.probe();
+      if ((worker?.pid === pid && !worker.stopping) || performance.now() > deadline) return worker;
+      await new Promise((resolve) => setTimeout(resolve, STOPPING_RETRY_MS));
+    }
+  }
+
   private async askWorker(): Promise<WorkerIdentity> {
     const connection = await Connection.open(this.address, this.connectTimeoutMs);
     try {
@@ -171,7 +184,7 @@ export class RuntimeClient {
         this.connection = connection;
         this.connectionWorker = worker;
         this.seen = worker;
-        this.options.logger?.debug({ socket: this.name, pid: worker.pid }, "connected to HAProxy");
+        this.options.logger?.debug({ socket: this.name, worker: worker.pid }, "connected to HAProxy");
         return connection;
       }
       connection.close();

@@ -1,6 +1,8 @@
+import { readFileSync } from "node:fs";
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import { ReplyParseError } from "../../agent/errors.js";
+import { parseReloadReply } from "../../agent/hybrid/reload-reply.js";
 import { parseMasterStatus, parseShowProc, type ProcessEntry, type ShowProc } from "../../agent/hybrid/show-proc.js";
 import { addressSchema, nameSchema, portSchema } from "../../agent/model/values.js";
 import { buildObservedState } from "../../agent/reconcile/observed-state.js";
@@ -9,8 +11,9 @@ import { parseBackendList } from "../../agent/runtime/parsers/backend-list.js";
 import { parseInfo } from "../../agent/runtime/parsers/info.js";
 import { parseServersState, type ServerStateRow } from "../../agent/runtime/parsers/servers-state.js";
 import { parseStatCsv, type StatRow } from "../../agent/runtime/parsers/stat-csv.js";
+import { isAddressChangeReport } from "../../agent/runtime/set-addr-reply.js";
 import { caught } from "../support/helpers.js";
-import { fixture, garbage, mutatedReply, mutatedText, outcome, permuteColumns, readTable, replacedField, replacedNumber, writeTable, type TableFormat } from "./support.js";
+import { fixture, garbage, hostileText, mutatedReply, mutatedText, outcome, permuteColumns, readTable, replacedField, replacedNumber, writeTable, type TableFormat } from "./support.js";
 
 /*
  * Every reader of a Runtime API or master CLI reply, fed garbage and mutations of the replies
@@ -174,7 +177,9 @@ describe("what the agent reads back: addresses", () => {
     const state = (address: string): ServerStateRow[] => parseServersState(SERVERS_STATE[1]!.replace(" web1 127.0.0.1 ", ` web1 ${address} `));
     const observed = (address: string) => buildObservedState(["be_plain"], state(address), []).get("be_plain")?.servers[0]?.address;
     for (const address of ["2001:DB8::1", "2001:0db8::1", "2001:db8:0:0:0:0:0:1", "::FFFF:A00:1"]) expect(observed(address), address).toBeNull();
-    for (const address of ["2001:db8::1", "::ffff:10.0.0.1", "127.0.0.1"]) expect(observed(address)).toBe(address);
+    for (const address of ["2001:db8::1", "127.0.0.1"]) expect(observed(address)).toBe(address);
+    // IPv4-mapped: the IPv4 host, the form desired addresses take (values.ts).
+    expect(observed("::ffff:10.0.0.1")).toBe("10.0.0.1");
   });
 });
 
@@ -228,5 +233,55 @@ describe("master CLI: show proc and its prompt", () => {
       checkProc(status.proc);
     };
     fc.assert(fc.property(replies, parsedOrRefused(parseMasterStatus, check)), { seed: 0x9a0d, numRuns: 500 });
+  });
+});
+
+describe("set server addr: a change report by meaning", () => {
+  const quoted = fc.oneof(fc.ipV4(), fc.ipV6(), fc.integer({ min: 0, max: 65535 }).map(String));
+  const clause = fc.oneof(
+    fc.tuple(quoted, quoted).map(([from, to]) => ({ subject: "addr", text: `IP changed from '${from}' to '${to}'` })),
+    fc.constant({ subject: "addr", text: "no need to change the addr" }),
+    fc.tuple(quoted, quoted).map(([from, to]) => ({ subject: "port", text: `port changed from '${from}' to '${to}'` })),
+    fc.constant({ subject: "port", text: "no need to change the port" }),
+  );
+  /** What every version prints: one clause per subject, in either order, then who asked. */
+  const report = fc
+    .tuple(clause, fc.option(clause, { nil: undefined }), fc.constantFrom(" by 'stats socket command'", " by 'DNS cache'", ""))
+    .filter(([first, second]) => second === undefined || second.subject !== first.subject)
+    .map(([first, second, by]) => [first.text, ...(second ? [second.text] : [])].join(", ") + by);
+
+  it("takes every report made of known clauses as done, and nothing with more text around it", () => {
+    fc.assert(
+      fc.property(report, hostileText, fc.constantFrom("\n", ", ", " ", ""), (text, extra, glue) => {
+        expect(isAddressChangeReport(text)).toBe(true);
+        if (extra !== "") {
+          expect(isAddressChangeReport(`${extra}${glue}${text}`)).toBe(false);
+          // Only one more requester after a report without one could still read as a report.
+          if (!/ by '[^']*'$/.test(`${glue}${extra}`)) expect(isAddressChangeReport(`${text}${glue}${extra}`)).toBe(false);
+        }
+      }),
+      { seed: 0xadd5, numRuns: 1_000 },
+    );
+  });
+
+  it("takes no garbage for a change report", () => {
+    fc.assert(fc.property(fc.oneof(hostileText, garbage(REPLY_ALPHABET)), (text) => {
+          expect(isAddressChangeReport(text)).toBe(false);
+        }), { seed: 0xadd6, numRuns: 1_000 });
+  });
+});
+
+describe("master CLI: the reply to reload", () => {
+  const RELOAD_REPLIES = ["2.6", "3.0", "3.2", "3.4"].flatMap((version) =>
+    ["reload-cycle-1-reload-reply-success.txt", "reload-cycle-2-reload-reply-failure.txt"].map((name) => readFileSync(new URL(`../fixtures/haproxy-${version}/${name}`, import.meta.url), "utf8")),
+  );
+
+  it("refuses garbage and mutations with ReplyParseError, or reads a verdict whose failure always has a reason", () => {
+    const replies = fc.oneof(garbage(REPLY_ALPHABET), mutatedText(fc.constantFrom(...RELOAD_REPLIES)), hostileText.map((text) => `Success=0\n--\n${text}`));
+    const check = (reply: ReturnType<typeof parseReloadReply>): void => {
+      expect(["no-verdict", "succeeded", "failed", "busy"]).toContain(reply.kind);
+      if (reply.kind === "failed") expect(reply.reason.length).toBeGreaterThan(0);
+    };
+    fc.assert(fc.property(replies, parsedOrRefused(parseReloadReply, check)), { seed: 0x5e10ad, numRuns: 1_000 });
   });
 });

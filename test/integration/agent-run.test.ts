@@ -53,9 +53,9 @@ class FakeStream {
     }, 100);
   }
 
-  /** Observed reports, sent alone or with a push's response. */
+  /** Observed reports, sent alone or with a push's response, in the order they came. */
   observed(): ObservedReport[] {
-    return [...this.all("observed"), ...this.all("response").flatMap((response) => (response.observed ? [response.observed] : []))];
+    return this.messages.flatMap((message) => (message.body === "observed" ? [message.observed] : message.body === "response" && message.response.observed ? [message.response.observed] : []));
   }
 
   all<K extends Body>(body: K): Array<Payload<K>> {

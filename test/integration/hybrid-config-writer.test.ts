@@ -78,8 +78,12 @@ describe("writeConfig with the real haproxy -c", () => {
     const result = await writeConfig(file, text);
     expect(result.changed).toBe(true);
     expect(result.backup).toBe(`${file}.bak`);
-    // The state file does not exist until hafleet writes one before a reload: HAProxy only warns.
-    expect(result.warnings.join("\n")).toContain(`Can't open global server state file '${join(dir, "server-state")}'`);
+    // Whatever HAProxy warns about here depends on its version (2.6 warns of the state file that
+    // hafleet writes only before a reload, 2.9+ only notes it, 3.0+ prints nothing): only the form is checked.
+    for (const warning of result.warnings) {
+      expect(warning).toMatch(/^\[WARNING\]/);
+      expect(warning).not.toMatch(/\.tmp/);
+    }
     expect(await readFile(file, "utf8")).toBe(text);
     expect(await readFile(`${file}.bak`, "utf8")).toBe("# the operator's previous file\n");
     expect((await stat(file)).mode & 0o777).toBe(0o640);
@@ -89,6 +93,18 @@ describe("writeConfig with the real haproxy -c", () => {
     expect((await writeConfig(file, next)).changed).toBe(true);
     expect(await readFile(`${file}.bak`, "utf8")).toBe(text);
     expect(await readFile(file, "utf8")).toBe(next);
+  });
+
+  it("passes HAProxy's warnings on, each with its continuation lines, on every version", async () => {
+    const dir = await tempDir();
+    const file = join(dir, "haproxy.cfg");
+    // No timeouts: a warning that 2.6 to 3.4 all print, in the same words.
+    const text = `global\n    stats socket ${join(dir, "admin.sock")} mode 600 level admin\ndefaults\n    mode http\nbackend be_app\n    server s1 127.0.0.1:9001\n`;
+    const result = await writeConfig(file, text);
+    expect(result.changed).toBe(true);
+    const warning = result.warnings.find((entry) => entry.includes("missing timeouts for backend 'be_app'"));
+    expect(warning, result.warnings.join("\n")).toMatch(/^\[WARNING\] +\(\d+\) : (config : )?missing timeouts for backend 'be_app'\.\n +\| While not properly invalid/);
+    expect(await readFile(file, "utf8")).toBe(text);
   });
 
   it("refuses a template with an unknown keyword with HAProxy's own alert naming the target file and line; the old file stays byte for byte", async () => {
@@ -291,7 +307,8 @@ describe("hafleet-agent render", () => {
 
     const first = await render(args);
     expect(first).toMatchObject({ code: 0, stdout: `${h.configPath}: written (2 backend(s), 7 server line(s) including spare slots)\n` });
-    expect(first.stderr).toContain("[WARNING]");
+    // HAProxy's warnings, if its version prints any for this file (2.6 does, 3.0+ not): nothing else.
+    expect(first.stderr.split("\n").filter((line) => line !== "" && !line.startsWith("[WARNING]") && !/^\s+\|/.test(line))).toEqual([]);
     expect((await render(args)).stdout).toBe(`${h.configPath}: unchanged (2 backend(s), 7 server line(s) including spare slots)\n`);
 
     await h.restart();

@@ -78,12 +78,16 @@ function reloaderFor(hybrid: Hybrid, options: Partial<ReloaderOptions> = {}): Re
 }
 
 /** The master's own words, read without the product's parser. */
-async function rawProc(masterSocket: string): Promise<{ reloads: number; failed: number; workers: number[]; text: string }> {
+async function rawProc(masterSocket: string): Promise<{ reloads: number; failed: number; workers: number[]; serving: number[]; version: number; text: string }> {
   const text = await sendRaw(masterSocket, "show proc");
-  const counters = /^\d+ +master +(\d+) \[failed: (\d+)\]/m.exec(text);
-  const workers = (/# workers\n([\s\S]*?)# /.exec(text)?.[1] ?? "").split("\n").filter((line) => line !== "").map((line) => Number(line.split(/ +/)[0]));
+  const counters = /^\d+ +master +(\d+) \[failed: (\d+)\] +\S+ +(\d+)\.(\d+)/m.exec(text);
   if (!counters) throw new Error(`unexpected show proc: ${text}`);
-  return { reloads: Number(counters[1]), failed: Number(counters[2]), workers, text };
+  // 3.1+ prints `# programs` only when there are some, and lists the worker that survives a
+  // failed reload under `# old workers` with `# workers` empty.
+  const section = (title: string) => (new RegExp(`^# ${title}\n((?:\\d.*\n)*)`, "m").exec(text)?.[1] ?? "").split("\n").filter((line) => line !== "").map((line) => Number(line.split(/ +/)[0]));
+  const workers = section("workers");
+  const old = section("old workers");
+  return { reloads: Number(counters[1]), failed: Number(counters[2]), workers, serving: workers.length > 0 ? workers : old.slice(0, 1), version: Number(counters[3]) + Number(counters[4]) / 10, text };
 }
 
 async function servingPid(h: RunningHaproxy): Promise<number> {
@@ -196,7 +200,7 @@ describe("reloading HAProxy through the master CLI", () => {
     expect(error).toMatchObject({ code: "HAFLEET_RELOAD_FAILED", servingPids: [oldPid], failedReloads: 1, prompt: "master[ReloadFailed]> " });
     expect(reloader.workerPid).toBe(oldPid);
     expect(await servingPid(hybrid.h)).toBe(oldPid);
-    expect(await rawProc(hybrid.masterSocket)).toMatchObject({ reloads: 1, failed: 1, workers: [oldPid] });
+    expect(await rawProc(hybrid.masterSocket)).toMatchObject({ reloads: 1, failed: 1, serving: [oldPid] });
     expect(Object.keys(await servers(hybrid.h))).toHaveLength(7);
 
     // Repaired, the next reload succeeds and 2.6 resets its failed counter.
@@ -334,7 +338,8 @@ describe("hafleet-agent save-state and reload", () => {
 
     const withoutConfig = await runAgent(args);
     expect(withoutConfig.code).toBe(1);
-    expect(withoutConfig.stderr).toContain("[failed: 2]");
+    // 2.6-3.0 count failures since the last success; 3.1+ only the latest reload's.
+    expect(withoutConfig.stderr).toContain((await rawProc(hybrid.masterSocket)).version >= 3.1 ? "[failed: 1]" : "[failed: 2]");
     expect(withoutConfig.stderr).toContain("HAProxy 2.6's master CLI does not say why");
 
     await writeFile(hybrid.h.configPath, good);

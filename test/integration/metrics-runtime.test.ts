@@ -26,7 +26,8 @@ afterEach(async () => {
 
 /**
  * Speaks HAProxy's interactive mode (the prompt after each reply) on a TCP port, and hangs up
- * instead of answering where `hangUp` says: connections and commands counted from 1.
+ * instead of answering where `hangUp` says: connections and commands counted from 1. Command 1
+ * of each connection is the client's own `show info` (which process answers).
  */
 async function fakeHaproxy(hangUp: (connection: number, command: number) => boolean): Promise<string> {
   let connections = 0;
@@ -42,7 +43,7 @@ async function fakeHaproxy(hangUp: (connection: number, command: number) => bool
           socket.destroy();
           return;
         }
-        socket.write(lines === 0 ? "\n> " : "Name: HAProxy\n\n> ");
+        socket.write(lines === 0 ? "\n> " : "Name: HAProxy\nVersion: 2.6.12\nPid: 4242\nStopping: 0\n\n> ");
         lines++;
       }
     });
@@ -95,7 +96,7 @@ describe("the agent's Runtime API metrics", () => {
 
   it("counts reads retried on a fresh connection once, by their outcome: a stale connection is routine", async () => {
     // The kept-alive connection dies unseen before the second batch: the client retries the reads.
-    const address = await fakeHaproxy((connection, command) => connection === 1 && command === 2);
+    const address = await fakeHaproxy((connection, command) => connection === 1 && command === 3);
     const metrics = new AgentMetrics({ serving: () => [] });
     client = new RuntimeClient(parseSocketAddress(address), { observer: metrics });
     await client.run([RuntimeCommand.showInfo()]);
@@ -109,7 +110,7 @@ describe("the agent's Runtime API metrics", () => {
   });
 
   it("counts every command of a batch whose connection was lost as failed, and nothing when it could not connect", async () => {
-    const address = await fakeHaproxy(() => true);
+    const address = await fakeHaproxy((_connection, command) => command > 1);
     const metrics = new AgentMetrics({ serving: () => [] });
     client = new RuntimeClient(parseSocketAddress(address), { observer: metrics });
     const backend = nameSchema.parse("be_app");

@@ -66,6 +66,8 @@ export interface RunningHaproxy {
 }
 
 const HAPROXY_BIN = process.env["HAPROXY_BIN"] ?? "haproxy";
+/** A HAProxy from deploy/haproxy-versions.sh runs through its own loader, which names the process. */
+const HAPROXY_COMMS = new Set(["haproxy", "ld-linux-x86-64"]);
 const READY_TIMEOUT_MS = 10_000;
 const READY_POLL_MS = 50;
 const STOP_GRACE_MS = 3_000;
@@ -365,7 +367,7 @@ class HaproxyInstance implements RunningHaproxy {
     if (!graceful) signal(child.pid ?? -1, "SIGKILL");
     await this.exited;
     for (const pid of tree) {
-      if (isProcessAlive(pid) && procStat(pid)?.comm === "haproxy") signal(pid, "SIGKILL");
+      if (isProcessAlive(pid) && HAPROXY_COMMS.has(procStat(pid)?.comm ?? "")) signal(pid, "SIGKILL");
     }
   }
 

@@ -6,7 +6,8 @@ import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
 import { ConnectError, ReplyParseError, TimeoutError } from "../../agent/errors.js";
 import { MasterCli, type MasterRequest } from "../../agent/hybrid/master-cli.js";
-import { parseMasterStatus, parseShowProc, type ShowProc } from "../../agent/hybrid/show-proc.js";
+import { parseReloadReply, type ReloadReply } from "../../agent/hybrid/reload-reply.js";
+import { parseMasterStatus, parseShowProc, servingWorkers, type ShowProc } from "../../agent/hybrid/show-proc.js";
 import { caught, seededRandom } from "../support/helpers.js";
 
 /*
@@ -175,6 +176,126 @@ describe("show proc (2.6 fixtures)", () => {
   });
 });
 
+function versionFixture(version: string, name: string): string {
+  return readFileSync(new URL(`../fixtures/haproxy-${version}/${name}`, import.meta.url), "utf8");
+}
+
+const VERSIONS = ["2.6", "3.0", "3.2", "3.4"] as const;
+
+/*
+ * One HAProxy per version through the same cycle (reload-cycle-*.txt): started, reloaded,
+ * reloaded with a bad keyword, again, repaired and reloaded. 2.6 answers `reload` with nothing.
+ */
+describe.each(VERSIONS)("HAProxy %s: the reload's own verdict", (version) => {
+  const reply = (name: string) => parseReloadReply(versionFixture(version, name));
+  const verdicts = version === "2.6";
+
+  it(verdicts ? "is none: 2.6 answers nothing, success or failure" : "is success, with the startup log", () => {
+    const success = reply("reload-cycle-1-reload-reply-success.txt");
+    if (verdicts) return expect(success).toEqual({ kind: "no-verdict" });
+    expect(success.kind).toBe("succeeded");
+    expect(success).toMatchObject({ log: expect.stringContaining("Loading success.") });
+  });
+
+  it(verdicts ? "is none for a failed reload too" : "is failure, with HAProxy's [ALERT] lines as the reason", () => {
+    for (const name of ["reload-cycle-2-reload-reply-failure.txt", "reload-cycle-3-reload-reply-failure-again.txt"]) {
+      const failure = reply(name);
+      if (verdicts) {
+        expect(failure).toEqual({ kind: "no-verdict" });
+        continue;
+      }
+      expect(failure.kind).toBe("failed");
+      const reason = failure.kind === "failed" ? failure.reason.split("\n") : [];
+      expect(reason[0]).toMatch(/^\[ALERT\] +\(\d+\) : config : parsing \[<DIR>\/haproxy\.cfg:18\] : unknown keyword 'bogus_keyword' in 'backend' section$/);
+      expect(reason.every((line) => line.startsWith("[ALERT]"))).toBe(true);
+    }
+  });
+});
+
+describe("parseReloadReply", () => {
+  it.each(["3.2", "3.4"])("reads 3.1+'s 'Another reload is still in progress.' (%s) as busy: nothing was tried", (version) => {
+    expect(parseReloadReply(versionFixture(version, "reload-reply-busy.txt"))).toEqual({ kind: "busy", log: "Another reload is still in progress." });
+  });
+
+  it.each<[string, string, ReloadReply["kind"]]>([
+    ["a status without a log", "Success=1\n--", "succeeded"],
+    ["a failure without [ALERT] lines: the log is the reason", "Success=0\n--\n[WARNING]  (9) : Failed to load worker (10) exited with code 1 (Exit)\n", "failed"],
+    ["a failure whose alerts mention a reload in progress: still a failure", "Success=0\n--\n[ALERT]    (9) : config : reload in progress of 'x'\n", "failed"],
+    ["busy, worded otherwise", "Success=0\n--\nA reload is in progress, try later.\n", "busy"],
+  ])("reads %s", (_name, text, kind) => {
+    expect(parseReloadReply(text).kind).toBe(kind);
+  });
+
+  it("keeps an alert's continuation lines in the reason", () => {
+    const text = "Success=0\n--\n[NOTICE]   (9) : haproxy version is 3.4.7-1\n[ALERT]    (9) : config : something\n   | with details\n[WARNING]  (9) : Loading failure!\n";
+    expect(parseReloadReply(text)).toMatchObject({ kind: "failed", reason: "[ALERT]    (9) : config : something\n   | with details" });
+  });
+
+  it.each([
+    ["the admin socket's answer", ADMIN_SOCKET],
+    ["a permission refusal", "Permission denied\n"],
+    ["a status that is neither 0 nor 1", "Success=2\n--\n"],
+    ["a status without its separator", "Success=1\nLoading success.\n"],
+    ["a status not at the start", "\nSuccess=1\n--\n"],
+  ])("refuses %s: nothing was reloaded", (_name, text) => {
+    expectParseError(() => parseReloadReply(text), "'reload'");
+  });
+});
+
+describe.each(VERSIONS)("HAProxy %s: show proc through a reload cycle", (version) => {
+  const proc = (name: string) => parseShowProc(versionFixture(version, name));
+  const fresh = proc("reload-cycle-0-show-proc-fresh.txt");
+  const reloaded = proc("reload-cycle-1-show-proc-reloaded.txt");
+  const failed = proc("reload-cycle-2-show-proc-failed.txt");
+  const failedAgain = proc("reload-cycle-3-show-proc-failed-again.txt");
+  const recovered = proc("reload-cycle-4-show-proc-recovered.txt");
+  const movesToOld = version >= "3.1";
+
+  it("reads every state, with or without '# programs'", () => {
+    for (const entry of [fresh, reloaded, failed, failedAgain, recovered]) {
+      expect(entry.master.version.startsWith(version)).toBe(true);
+      expect(entry.programs).toEqual([]);
+    }
+    expect(servingWorkers(fresh)).toHaveLength(1);
+    expect(servingWorkers(reloaded)[0]!.pid).not.toBe(servingWorkers(fresh)[0]!.pid);
+  });
+
+  it(movesToOld ? "lists the worker that still serves a failed reload under '# old workers'" : "keeps the worker that still serves a failed reload under '# workers'", () => {
+    const serving = servingWorkers(reloaded)[0]!.pid;
+    for (const entry of [failed, failedAgain]) {
+      expect(entry.workers.map((worker) => worker.pid)).toEqual(movesToOld ? [] : [serving]);
+      expect(entry.oldWorkers.map((worker) => worker.pid)).toEqual(movesToOld ? [serving] : []);
+      expect(servingWorkers(entry).map((worker) => worker.pid)).toEqual([serving]);
+    }
+  });
+
+  it(movesToOld ? "counts only the latest reload's failure" : "counts failures since the last success", () => {
+    expect([fresh, reloaded, failed, failedAgain, recovered].map((entry) => [entry.master.reloads, entry.master.failedReloads])).toEqual([
+      [0, 0],
+      [1, 0],
+      [2, 1],
+      [3, movesToOld ? 1 : 2],
+      [4, 0],
+    ]);
+  });
+
+  it("shows the failure in the prompt too", () => {
+    const status = parseMasterStatus(versionFixture(version, "reload-cycle-2-prompt-show-proc-failed.txt"));
+    expect(status.prompt).toEqual({ text: "master[ReloadFailed]> ", reloadFailed: true });
+    expect(status.proc).toEqual(failed);
+  });
+});
+
+describe("servingWorkers", () => {
+  it("takes, when no worker is current, the old workers replaced last (fewest reloads)", () => {
+    const entry = (pid: number, reloads: number) => ({ pid, type: "worker", relativePid: null, reloads, uptimeSeconds: 0, version: "3.2.26-1" });
+    const base = parseShowProc(FRESH);
+    expect(servingWorkers({ ...base, workers: [], oldWorkers: [entry(10, 3), entry(11, 1), entry(12, 2)] }).map((worker) => worker.pid)).toEqual([11]);
+    expect(servingWorkers({ ...base, workers: [], oldWorkers: [] })).toEqual([]);
+    expect(servingWorkers({ ...base, workers: [entry(20, 0)], oldWorkers: [entry(11, 1)] }).map((worker) => worker.pid)).toEqual([20]);
+  });
+});
+
 describe("the master's prompt", () => {
   it("is 'master> ' while the last reload went well", () => {
     const status = parseMasterStatus(PROMPT);
@@ -284,13 +405,22 @@ describe("MasterCli", () => {
     expect((await cliFor(master.address).showProc()).master.pid).toBe(7955);
   });
 
-  it("takes an empty answer to 'reload' as accepted, and text as a refusal", async () => {
-    const master = await fakeMaster((request, socket) => socket.end(request === "reload\n" && master.requests.length === 1 ? "" : ADMIN_SOCKET));
-    await expect(cliFor(master.address).reload()).resolves.toBeUndefined();
+  it("returns the reload's verdict: none from 2.6's empty answer, HAProxy's from 2.7+; other text is a refusal", async () => {
+    const answers = ["", versionFixture("3.2", "reload-cycle-2-reload-reply-failure.txt"), ADMIN_SOCKET];
+    const master = await fakeMaster((_request, socket) => socket.end(answers.shift() ?? ""));
+    await expect(cliFor(master.address).reload()).resolves.toEqual({ kind: "no-verdict" });
+    await expect(cliFor(master.address).reload()).resolves.toMatchObject({ kind: "failed", reason: expect.stringContaining("unknown keyword 'bogus_keyword'") });
     const refused = await cliFor(master.address).reload().catch((error: unknown) => error);
     expect(refused).toBeInstanceOf(ReplyParseError);
-    expect((refused as Error).message).toContain("expected an empty reply from the master CLI");
-    expect(master.requests).toEqual(["reload\n", "reload\n"]);
+    expect((refused as Error).message).toContain("expected an empty reply or 'Success=0|1'");
+    expect(master.requests).toEqual(["reload\n", "reload\n", "reload\n"]);
+  });
+
+  it("gives 'reload' a timeout of its own: 2.7+ answers only once the new worker has loaded", async () => {
+    const master = await fakeMaster((_request, socket) => setTimeout(() => socket.end("Success=1\n--\n[NOTICE]   (1) : Loading success.\n"), 300));
+    const cli = cliFor(master.address, 100);
+    await expect(cli.reload()).rejects.toBeInstanceOf(TimeoutError);
+    await expect(cli.reload(2_000)).resolves.toMatchObject({ kind: "succeeded" });
   });
 
   it("times out, never returning a partial reply as complete", async () => {

@@ -2,6 +2,7 @@ import { readFileSync } from "node:fs";
 import { describe, expect, it } from "vitest";
 import { ConnectError, ConnectionLostError, ReplyParseError } from "../../agent/errors.js";
 import { judgeReload, ReloadFailedError, Reloader, ReloadTimeoutError, type Clock, type MasterControl, type ReloaderOptions } from "../../agent/hybrid/reloader.js";
+import type { ReloadReply } from "../../agent/hybrid/reload-reply.js";
 import { parseMasterStatus, parseShowProc, type MasterStatus } from "../../agent/hybrid/show-proc.js";
 
 function fixture(name: string): string {
@@ -66,6 +67,31 @@ describe("judgeReload", () => {
   });
 });
 
+/** The same cycle on each version (reload-cycle-*.txt): judged from `show proc` alone, as 2.6 needs. */
+describe.each(["2.6", "3.0", "3.2", "3.4"])("judgeReload on HAProxy %s", (version) => {
+  const cycle = (name: string, failed: boolean): MasterStatus => ({
+    prompt: { text: failed ? "master[ReloadFailed]> " : "master> ", reloadFailed: failed },
+    proc: parseShowProc(readFileSync(new URL(`../fixtures/haproxy-${version}/reload-cycle-${name}.txt`, import.meta.url), "utf8")),
+  });
+  const fresh = cycle("0-show-proc-fresh", false);
+  const reloaded = cycle("1-show-proc-reloaded", false);
+  const failed = cycle("2-show-proc-failed", true);
+  const failedAgain = cycle("3-show-proc-failed-again", true);
+  const recovered = cycle("4-show-proc-recovered", false);
+  const serving = reloaded.proc.workers[0]!;
+
+  it("sees each reload's outcome, and the worker that still serves after a failure", () => {
+    expect(judgeReload(fresh, reloaded)).toEqual({ kind: "reloaded", workers: reloaded.proc.workers });
+    expect(judgeReload(reloaded, failed)).toMatchObject({ kind: "failed", serving: [{ pid: serving.pid }] });
+    expect(judgeReload(failed, failedAgain)).toMatchObject({ kind: "failed", serving: [{ pid: serving.pid }] });
+    expect(judgeReload(failedAgain, recovered)).toEqual({ kind: "reloaded", workers: recovered.proc.workers });
+  });
+
+  it("waits while the master has not moved", () => {
+    for (const status of [fresh, reloaded, failed, failedAgain, recovered]) expect(judgeReload(status, status)).toMatchObject({ kind: "waiting" });
+  });
+});
+
 /** Sleeps take no real time, only clock time: the tests see exactly when each reload was sent. */
 class InstantClock implements Clock {
   time = 0;
@@ -77,15 +103,22 @@ class InstantClock implements Clock {
   }
 }
 
-type Outcome = "ok" | "fail" | "lost" | "ok-connection-lost" | "refused";
+type Outcome = "ok" | "fail" | "lost" | "ok-connection-lost" | "refused" | "busy";
 
-/** A master CLI that behaves as 2.6's did: refuses connections while it re-executes, resets failures on success. */
+/**
+ * A master CLI that behaves as 2.6's did: refuses connections while it re-executes, resets
+ * failures on success, answers `reload` with nothing. `since` makes it behave as a later version:
+ * 2.7+ answers with a verdict, 3.1+ also moves the serving worker to the old ones on a failure
+ * and counts only the latest reload's failure.
+ */
 class SimulatedMaster implements MasterControl {
   readonly name = "/run/haproxy-master.sock";
+  since: "2.6" | "2.7" | "3.1" = "2.6";
   masterPid = 100;
   reloads = 0;
   failed = 0;
   workers = [200];
+  oldWorkers: number[] = [];
   nextPid = 201;
   /** Polls answered with ECONNREFUSED after each reload. */
   reexecPolls = 2;
@@ -109,31 +142,40 @@ class SimulatedMaster implements MasterControl {
       proc: {
         master: { pid: this.masterPid, reloads: this.reloads, failedReloads: this.failed, uptimeSeconds: 5, version: "2.6.12" },
         workers: this.workers.map(entry),
-        oldWorkers: [],
+        oldWorkers: this.oldWorkers.map(entry),
         programs: [],
         oldPrograms: [],
       },
     };
   }
 
-  async reload(): Promise<void> {
+  async reload(): Promise<ReloadReply | void> {
     this.events.push("reload");
     this.sentAt.push(this.clock.now());
     if (this.gate) await this.gate;
     const outcome = this.outcomes.shift() ?? "ok";
-    if (outcome === "refused") throw new ReplyParseError("reload", "expected an empty reply from the master CLI, got \"Unknown command\"");
+    if (outcome === "refused") throw new ReplyParseError("reload", "expected an empty reply or 'Success=0|1', got \"Unknown command\"");
+    if (outcome === "busy") return { kind: "busy", log: "Another reload is still in progress." };
     if (outcome === "lost") return;
     this.reloads++;
     this.refusing = this.reexecPolls;
     if (outcome === "fail") {
-      this.failed++;
+      this.failed = this.since === "3.1" ? 1 : this.failed + 1;
+      if (this.since === "3.1") {
+        this.oldWorkers = [...this.workers, ...this.oldWorkers];
+        this.workers = [];
+      }
+      if (this.since !== "2.6") return { kind: "failed", log: ALERT, reason: ALERT };
       return;
     }
     this.failed = 0;
     this.workers = [this.nextPid++];
     if (outcome === "ok-connection-lost") throw new ConnectionLostError(this.name, 0, 1);
+    if (this.since !== "2.6") return { kind: "succeeded", log: "[NOTICE]   (100) : Loading success." };
   }
 }
+
+const ALERT = "[ALERT]    (100) : config : parsing [/etc/haproxy/haproxy.cfg:18] : unknown keyword 'bogus_keyword' in 'backend' section";
 
 function setup(options: Partial<ReloaderOptions> = {}) {
   const clock = new InstantClock();
@@ -177,6 +219,53 @@ describe("Reloader", () => {
     );
     expect(reloader.workerPid).toBe(200);
     expect(master.sentAt).toHaveLength(1);
+  });
+
+  it.each(["2.7", "3.1"] as const)("takes HAProxy's own verdict on %s+, and its [ALERT] lines as the reason", async (since) => {
+    const { master, reloader } = setup({ minIntervalMs: 0 });
+    master.since = since;
+    await expect(reloader.reload()).resolves.toMatchObject({ workerPid: 201, previousWorkerPids: [200] });
+    master.outcomes = ["fail", "fail"];
+    for (let attempt = 0; attempt < 2; attempt++) {
+      const error = (await reloader.reload().catch((caughtError: unknown) => caughtError)) as ReloadFailedError;
+      expect(error).toBeInstanceOf(ReloadFailedError);
+      expect(error).toMatchObject({ servingPids: [201], reason: ALERT, failedReloads: since === "3.1" ? 1 : attempt + 1 });
+      expect(error.message).toContain(`worker 201 still serves with the previous configuration. HAProxy says:\n${ALERT}`);
+      expect(reloader.workerPid).toBe(201);
+    }
+    await expect(reloader.reload()).resolves.toMatchObject({ workerPid: 202, previousWorkerPids: [201] });
+    expect(master.sentAt).toHaveLength(4);
+  });
+
+  it("on 3.1+ without a verdict in the reply (connection lost), still finds the worker that serves after a failure", async () => {
+    const { master, reloader } = setup({ minIntervalMs: 0 });
+    master.since = "3.1";
+    master.outcomes = ["fail"];
+    const reload = master.reload.bind(master);
+    master.reload = async () => {
+      await reload();
+      throw new ConnectionLostError(master.name, 0, 1);
+    };
+    await expect(reloader.reload()).rejects.toMatchObject({ servingPids: [200], failedReloads: 1, reason: null });
+    expect(reloader.workerPid).toBe(200);
+  });
+
+  it("sends again when HAProxy says another reload is in progress (3.1+): that one was never tried", async () => {
+    const { master, reloader } = setup();
+    master.since = "3.1";
+    master.outcomes = ["busy", "busy", "ok"];
+    await expect(reloader.reload()).resolves.toMatchObject({ workerPid: 201 });
+    expect(master.sentAt).toEqual([0, 100, 200]);
+  });
+
+  it("gives up on a reload that stays busy as a timeout: nothing was reloaded", async () => {
+    const { master, reloader } = setup({ timeoutMs: 1_000 });
+    master.since = "3.1";
+    master.outcomes = Array(100).fill("busy");
+    const error = (await reloader.reload().catch((caughtError: unknown) => caughtError)) as ReloadTimeoutError;
+    expect(error).toBeInstanceOf(ReloadTimeoutError);
+    expect(error.detail).toBe("another reload is still in progress: Another reload is still in progress.");
+    expect(master.reloads).toBe(0);
   });
 
   it("succeeds after an earlier failure, and fails again when the config is still bad", async () => {
