@@ -26,6 +26,11 @@ export interface PlanOptions {
    * One the operator held before the reload is still held.
    */
   previous?: ObservedState;
+  /**
+   * HAProxy 3.0+: how long `wait srv-removable` may hold a dynamic server's deletion for its
+   * last connections to end; absent, `del server` is sent alone (and refused while any remain).
+   */
+  waitRemovableMs?: number;
 }
 
 export type StepAction = "fill-slot" | "add-server" | "reactivate" | "set-weight" | "drain" | "maint" | "delete";
@@ -334,7 +339,10 @@ function release(view: ServerView, backend: Name, options: PlanOptions, steps: P
     }
     return;
   }
-  if (server.dynamic) steps.push(step("delete", backend, view, [], [RuntimeCommand.deleteServer(backend, server.name)], null));
+  if (server.dynamic) {
+    const wait = options.waitRemovableMs === undefined ? [] : [RuntimeCommand.waitRemovable(backend, server.name, options.waitRemovableMs)];
+    steps.push(step("delete", backend, view, [], [...wait, RuntimeCommand.deleteServer(backend, server.name)], null));
+  }
   else freeSlots.push(view);
 }
 

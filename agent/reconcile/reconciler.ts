@@ -1,6 +1,7 @@
 import type { Logger } from "pino";
 import type { DesiredState } from "../model/desired-state.js";
 import type { RuntimeClient } from "../runtime/runtime-client.js";
+import { isAtLeast } from "../runtime/worker.js";
 import { executePlan, isDynamicRefusal, type StepOutcome } from "./execute-plan.js";
 import { ledgerKey, type LedgerEntry } from "./ledger.js";
 import type { LedgerStore } from "./ledger-store.js";
@@ -30,6 +31,12 @@ export interface SocketReport {
   converged: boolean;
 }
 
+/**
+ * How long a deletion may wait for a dynamic server's last connections (HAProxy 3.0+). The
+ * batch waits with it, and deletions come last in a plan, so nothing else is held up.
+ */
+const WAIT_REMOVABLE_MS = 2_000;
+
 /** Bounds the loop whatever happens: each pass moves every server at least one state on. */
 const MAX_PASSES = 50;
 
@@ -50,7 +57,9 @@ export async function reconcileSocket(client: RuntimeClient, desired: DesiredSta
 
   for (let pass = 0; ; pass++) {
     const observed = await readObservedState(client);
-    const plan = planChanges(desired.backends, observed, ledger, { ...options, now: clock(), refusesDynamic });
+    // Read after the read above, which told the client which HAProxy serves.
+    const waitRemovable = isAtLeast(client.worker, 3, 0) ? { waitRemovableMs: WAIT_REMOVABLE_MS } : {};
+    const plan = planChanges(desired.backends, observed, ledger, { ...options, now: clock(), refusesDynamic, ...waitRemovable });
     first ??= plan;
     // After a refusal, the read-back above is the report: the same command would be refused again.
     const stop = options.dryRun || refused || pass >= MAX_PASSES || (plan.steps.length === 0 && (plan.nextCheckAt === null || clock() >= deadline));

@@ -47,8 +47,9 @@ export function assertBatchOrder(commands: readonly RuntimeCommand[]): void {
   if (violation !== null) throw violation;
 }
 
-/** `BACKEND/SERVER`, the first argument after the verb of every change command. */
+/** `BACKEND/SERVER`: the first argument after the verb of every change command, the last of `wait`. */
 function targetOf(command: RuntimeCommand): string {
+  if (command.kind === "wait-removable") return command.text.slice(command.text.lastIndexOf(" ") + 1);
   const rest = command.text.slice(command.verb.length + 1);
   const end = rest.indexOf(" ");
   return end === -1 ? rest : rest.slice(0, end);

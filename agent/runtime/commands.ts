@@ -11,6 +11,7 @@ export type CommandKind =
   | "add-server"
   | "del-server"
   | "enable-health"
+  | "wait-removable"
   | "show-servers-state"
   | "show-stat"
   | "show-info"
@@ -24,6 +25,7 @@ const VERBS = {
   "add-server": "add server",
   "del-server": "del server",
   "enable-health": "enable health",
+  "wait-removable": "wait",
   "show-servers-state": "show servers state",
   "show-stat": "show stat",
   "show-info": "show info",
@@ -71,6 +73,14 @@ export class RuntimeCommand {
 
   static deleteServer(backend: Name, server: Name): RuntimeCommand {
     return new RuntimeCommand("del-server", `del server ${target(backend, server)}`);
+  }
+
+  /**
+   * HAProxy 3.0+: returns once the server may be deleted (in maintenance, no connection left),
+   * or after `ms`: a removal then follows the server's last connection, not a timer.
+   */
+  static waitRemovable(backend: Name, server: Name, ms: number): RuntimeCommand {
+    return new RuntimeCommand("wait-removable", `wait ${integerArg(ms, 1, 60_000)} srv-removable ${target(backend, server)}`);
   }
 
   static enableHealth(backend: Name, server: Name): RuntimeCommand {

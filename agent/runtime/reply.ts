@@ -26,6 +26,8 @@ const SUCCESS: Record<CommandKind, (text: string) => boolean> = {
   "enable-health": (text) => text === "",
   "add-server": (text) => text === "New server registered.",
   "del-server": (text) => text === "Server deleted.",
+  // "Wait delay expired. ...", "Failed. ..." (3.4 adds the reason): the server stays.
+  "wait-removable": (text) => text === "Done.",
   // Reads are judged by their parsers, which refuse anything they cannot read fully.
   "show-servers-state": () => true,
   "show-stat": () => true,

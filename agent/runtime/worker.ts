@@ -46,3 +46,15 @@ export function describeWorkerChange(change: WorkerChange): string {
       return `HAProxy unreachable (worker ${change.from} gone)`;
   }
 }
+
+/** `3.0.11-1` -> [3, 0]; null for a version text that does not start with MAJOR.MINOR. */
+function branch(version: string): [number, number] | null {
+  const match = /^(\d+)\.(\d+)/.exec(version);
+  return match ? [Number(match[1]), Number(match[2])] : null;
+}
+
+/** Whether the serving HAProxy is at least MAJOR.MINOR; false when unknown: older behaviour is the safe guess. */
+export function isAtLeast(worker: WorkerIdentity | null | undefined, major: number, minor: number): boolean {
+  const found = worker ? branch(worker.version) : null;
+  return found !== null && (found[0] > major || (found[0] === major && found[1] >= minor));
+}

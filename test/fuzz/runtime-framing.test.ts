@@ -57,9 +57,10 @@ const CHANGES: Record<Exclude<CommandKind, `show-${string}`>, RuntimeCommand> = 
   "enable-health": RuntimeCommand.enableHealth(BE, SRV),
   "add-server": RuntimeCommand.addServer(BE, SRV, "10.0.0.1" as Address, 80 as Port, { check: false }),
   "del-server": RuntimeCommand.deleteServer(BE, SRV),
+  "wait-removable": RuntimeCommand.waitRemovable(BE, SRV, 2_000),
 };
 
-/** The whole success reply of each change, as HAProxy 2.6 prints it. */
+/** The whole success reply of each change, as HAProxy 2.6 prints it (`wait`: 3.0+). */
 const SUCCESS: Record<keyof typeof CHANGES, string> = {
   "set-addr": "IP changed from '127.0.0.1' to '127.0.0.2', port changed from '80' to '8081' by 'stats socket command'",
   "set-weight": "",
@@ -67,6 +68,7 @@ const SUCCESS: Record<keyof typeof CHANGES, string> = {
   "enable-health": "",
   "add-server": "New server registered.",
   "del-server": "Server deleted.",
+  "wait-removable": "Done.",
 };
 
 const REFUSALS = [

@@ -237,6 +237,8 @@ describe("removing servers", () => {
     });
     const plan = planChanges(stillWanted, observed, new Map(), OPTIONS);
     expect(commands(plan)).toEqual(["del server be/hafleet-10.0.0.9-80"]);
+    // HAProxy 3.0+: the deletion waits for the server's last connections, in the same step.
+    expect(commands(planChanges(stillWanted, observed, new Map(), { ...OPTIONS, waitRemovableMs: 2_000 }))).toEqual(["wait 2000 srv-removable be/hafleet-10.0.0.9-80", "del server be/hafleet-10.0.0.9-80"]);
   });
 
   it("reuses a slot freed by maintenance for a new server", () => {

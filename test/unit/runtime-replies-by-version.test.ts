@@ -95,3 +95,15 @@ describe.each(VERSIONS)("HAProxy %s replies, classified by meaning", (version) =
     expect(meanings).toEqual(["ok", "ok", "ok", "ok", "refused", "no-such-server", "no-such-backend", "dynamic-servers-refused", "ok", "ok", "refused", "ok", "ok"]);
   });
 });
+
+describe.each(["3.0", "3.2", "3.4"] as const)("HAProxy %s: wait srv-removable (3.0+)", (version) => {
+  const wait = RuntimeCommand.waitRemovable(nameSchema.parse("be_app"), nameSchema.parse("srv1"), 1_000);
+  const judge = (name: string): Meaning => {
+    const reply = classifyReply(wait, fixture(version, `${name}.txt`).replace(/\n+$/, ""));
+    return reply.ok ? "ok" : reply.reason;
+  };
+
+  it("takes only 'Done.' as removable: an expired wait, a server not in maintenance or unknown (a bare 'Failed.') is not", () => {
+    expect(["success", "timeout", "not-maint", "unknown"].map((name) => judge(`wait-srv-removable-${name}`))).toEqual(["ok", "refused", "refused", "refused"]);
+  });
+});

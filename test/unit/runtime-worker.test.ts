@@ -1,7 +1,7 @@
 import { readFileSync } from "node:fs";
 import { describe, expect, it } from "vitest";
 import { ReplyParseError } from "../../agent/errors.js";
-import { describeWorkerChange, parseWorker, workerChange } from "../../agent/runtime/worker.js";
+import { describeWorkerChange, isAtLeast, parseWorker, workerChange } from "../../agent/runtime/worker.js";
 
 const INFO = readFileSync(new URL("../fixtures/haproxy-2.6/show-info.txt", import.meta.url), "utf8");
 
@@ -31,5 +31,19 @@ describe("how the serving process changed", () => {
     expect(workerChange(worker(1), null)).toEqual({ kind: "gone", from: 1 });
     expect(workerChange(null, worker(2))).toEqual({ kind: "back", to: 2 });
     expect(describeWorkerChange({ kind: "replaced", from: 1234, to: 1240 })).toBe("HAProxy reloaded or restarted (worker 1234 -> 1240)");
+  });
+});
+
+describe("which HAProxy branch serves", () => {
+  const worker = (version: string) => ({ pid: 1, version, stopping: false });
+
+  it("compares MAJOR.MINOR, Debian's suffixes included, and says no when it cannot tell", () => {
+    expect(isAtLeast(worker("3.0.11-1"), 3, 0)).toBe(true);
+    expect(isAtLeast(worker("2.6.12-1+deb12u4"), 3, 0)).toBe(false);
+    expect(isAtLeast(worker("3.4.7"), 3, 2)).toBe(true);
+    expect(isAtLeast(worker("10.1"), 3, 0)).toBe(true);
+    expect(isAtLeast(worker("dev"), 3, 0)).toBe(false);
+    expect(isAtLeast(null, 3, 0)).toBe(false);
+    expect(isAtLeast(undefined, 3, 0)).toBe(false);
   });
 });
