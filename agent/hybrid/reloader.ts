@@ -216,7 +216,7 @@ export class Reloader {
     await this.options.prepare?.();
     const startedAt = this.clock.now();
     for (;;) {
-      log?.info({ socket, pid: this.servingPid }, "reloading HAProxy");
+      log?.info({ socket, worker: this.servingPid }, "reloading HAProxy");
       const sentAt = this.clock.now();
       const reply = await this.send(Math.max(1, this.timeoutMs - (sentAt - startedAt)));
       if (reply.kind !== "busy") return this.verdict(before, reply, sentAt);
@@ -301,14 +301,14 @@ export class Reloader {
       reloads: after.proc.master.reloads,
       elapsedMs: this.clock.now() - sentAt,
     };
-    this.options.logger?.info({ socket: this.master.name, pid: workerPid, previous: result.previousWorkerPids, elapsedMs: result.elapsedMs }, "HAProxy reloaded");
+    this.options.logger?.info({ socket: this.master.name, worker: workerPid, previous: result.previousWorkerPids, elapsedMs: result.elapsedMs }, "HAProxy reloaded");
     return result;
   }
 
   private failed(after: MasterStatus, serving: ProcessEntry[], reason: string | null): ReloadFailedError {
     this.servingPid = serving[0]?.pid ?? null;
     const error = new ReloadFailedError(this.master.name, serving.map((worker) => worker.pid), after.proc.master.failedReloads, after.prompt.text, reason);
-    this.options.logger?.error({ socket: this.master.name, pid: this.servingPid, failedReloads: error.failedReloads, reason }, "HAProxy's reload failed");
+    this.options.logger?.error({ socket: this.master.name, worker: this.servingPid, failedReloads: error.failedReloads, reason }, "HAProxy's reload failed");
     return error;
   }
 }
