@@ -1,16 +1,14 @@
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { openHybridSession, parseHybridFlags } from "../../agent/hybrid/hybrid-session.js";
 import type { AgentRunner } from "../../agent/run/agent-runner.js";
-import { controllerConfigSchema } from "../../controller/config/controller-config.js";
-import { startController, type RunningController } from "../../controller/controller.js";
-import { serving, silentLogger } from "../support/apply.js";
+import type { RunningController } from "../../controller/controller.js";
+import { serving } from "../support/apply.js";
 import { templateBackend } from "../support/haproxy-config.js";
 import { startHaproxy, type RunningHaproxy } from "../support/haproxy.js";
 import { until } from "../support/helpers.js";
-import { DEFAULT_TEMPLATE, startRendered } from "../support/hybrid-rendered.js";
-import { startLoad, startReloadAgent, startUpstreams, type Upstreams } from "../support/reload-scenario.js";
+import { hybridSessionFor, startRendered } from "../support/hybrid-rendered.js";
+import { startCatalogController, startLoad, startReloadAgent, startUpstreams, type Upstreams } from "../support/reload-scenario.js";
 import { agentBackend, fetchStatus } from "../support/status-api.js";
 import { armTimeLimit, printLine, round } from "./report.js";
 
@@ -93,19 +91,7 @@ async function main(): Promise<void> {
     const servers = upstreams.ports.map((port) => ({ address: "127.0.0.1", port }));
     const desired = servers.map((server) => `${server.address}:${server.port}`).sort().join(",");
     await writeFile(catalog, JSON.stringify({ services: { web: servers } }));
-    controller = await startController(
-      controllerConfigSchema.parse({
-        listen: "127.0.0.1:0",
-        http: { listen: "127.0.0.1:0" },
-        stateDir: join(dir, "controller"),
-        discovery: { file: catalog },
-        backends: [{ backend: "be_app", service: "web" }],
-        debounce: { quietMs: 20, maxMs: 200 },
-        agents: { heartbeatMs: 200, deadAfterMs: 2_000 },
-      }),
-      silentLogger,
-      { version: "bench" },
-    );
+    controller = await startCatalogController(dir, catalog);
 
     if (MODES.has("runtime")) {
     const runtime = await startHaproxy({ sections: templateBackend("be_app", { slots: 4 }), defaultBackend: "be_app", masterWorker: true, quiet: true });
@@ -116,8 +102,7 @@ async function main(): Promise<void> {
     if (MODES.has("hybrid")) {
 
     const rendered = await startRendered([{ name: "be_app", balance: "roundrobin", servers }], 2);
-    const settings = parseHybridFlags({ "config-template": DEFAULT_TEMPLATE, "config-out": rendered.h.configPath, "state-file": rendered.stateFile, "master-socket": rendered.h.masterSocket!, "spare-slots": "2", var: Object.entries(rendered.vars).map(([key, value]) => `${key}=${value}`) })!;
-    const hybrid = await openHybridSession(settings, rendered.h.socket);
+    const hybrid = await hybridSessionFor(rendered, 2);
     const hybridBed: Bed = { h: rendered.h, port: rendered.port, runner: await startReloadAgent({ id: "hybrid", controllerPort: controller.port, socket: rendered.h.socket, stateRoot: dir, hybrid }), stop: () => rendered.h.stop() };
     beds.push(hybridBed);
     await measure("hybrid", hybridBed, controller, desired);

@@ -2,14 +2,12 @@ import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { openHybridSession, parseHybridFlags } from "../../agent/hybrid/hybrid-session.js";
 import type { AgentRunner } from "../../agent/run/agent-runner.js";
-import { controllerConfigSchema } from "../../controller/config/controller-config.js";
-import { startController, type RunningController } from "../../controller/controller.js";
-import { serving, silentLogger } from "../support/apply.js";
+import type { RunningController } from "../../controller/controller.js";
+import { serving } from "../support/apply.js";
 import { until } from "../support/helpers.js";
-import { DEFAULT_TEMPLATE, startRendered, type RenderedHaproxy } from "../support/hybrid-rendered.js";
-import { falseInSync, startLoad, startReloadAgent, startUpstreams, watchTruth, type Upstreams } from "../support/reload-scenario.js";
+import { hybridSessionFor, startRendered, type RenderedHaproxy } from "../support/hybrid-rendered.js";
+import { falseInSync, startCatalogController, startLoad, startReloadAgent, startUpstreams, watchTruth, type Upstreams } from "../support/reload-scenario.js";
 import { agentBackend, fetchStatus } from "../support/status-api.js";
 
 // Hybrid mode keeps the config file (and the server-state file) as HAProxy runs, so an
@@ -45,21 +43,8 @@ beforeAll(async () => {
   upstreams = await startUpstreams(3);
   await setCatalog(upstreams.ports.slice(0, 2));
   s = await startRendered([{ name: "be_app", balance: "roundrobin", servers: upstreams.ports.slice(0, 2).map((port) => ({ address: "127.0.0.1", port })) }], 2);
-  controller = await startController(
-    controllerConfigSchema.parse({
-      listen: "127.0.0.1:0",
-      http: { listen: "127.0.0.1:0" },
-      stateDir: join(dir, "controller"),
-      discovery: { file: catalog },
-      backends: [{ backend: "be_app", service: "web" }],
-      debounce: { quietMs: 20, maxMs: 200 },
-      agents: { heartbeatMs: 200, deadAfterMs: 2_000 },
-    }),
-    silentLogger,
-    { version: "test" },
-  );
-  const settings = parseHybridFlags({ "config-template": DEFAULT_TEMPLATE, "config-out": s.h.configPath, "state-file": s.stateFile, "master-socket": s.h.masterSocket!, "spare-slots": "2", var: Object.entries(s.vars).map(([key, value]) => `${key}=${value}`) })!;
-  const hybrid = await openHybridSession(settings, s.h.socket);
+  controller = await startCatalogController(dir, catalog);
+  const hybrid = await hybridSessionFor(s, 2);
   runner = await startReloadAgent({ id: "edge-hybrid", controllerPort: controller.port, socket: s.h.socket, stateRoot: dir, hybrid });
 }, 60_000);
 

@@ -3,13 +3,12 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { AgentRunner } from "../../agent/run/agent-runner.js";
-import { controllerConfigSchema } from "../../controller/config/controller-config.js";
-import { startController, type RunningController } from "../../controller/controller.js";
-import { serving, silentLogger } from "../support/apply.js";
+import type { RunningController } from "../../controller/controller.js";
+import { serving } from "../support/apply.js";
 import { isProcessAlive, startHaproxy, type RunningHaproxy } from "../support/haproxy.js";
 import { templateBackend } from "../support/haproxy-config.js";
 import { until } from "../support/helpers.js";
-import { falseInSync, startLoad, startReloadAgent, startUpstreams, watchTruth, type Upstreams } from "../support/reload-scenario.js";
+import { falseInSync, startCatalogController, startLoad, startReloadAgent, startUpstreams, watchTruth, type Upstreams } from "../support/reload-scenario.js";
 import { agentBackend, fetchStatus } from "../support/status-api.js";
 
 // An operator reloads HAProxy under a running agent, every way there is. Whatever replaced the
@@ -47,19 +46,10 @@ beforeAll(async () => {
   upstreams = await startUpstreams(3);
   desired = upstreams.ports.map((port) => `127.0.0.1:${port}`).sort();
   await setCatalog(upstreams.ports);
-  const config = controllerConfigSchema.parse({
-    listen: "127.0.0.1:0",
-    http: { listen: "127.0.0.1:0" },
-    stateDir: join(dir, "controller"),
-    discovery: { file: catalog },
-    backends: [
-      { backend: "be_app", service: "web" },
-      { backend: "be_new", service: "web", agents: { new: "yes" } },
-    ],
-    debounce: { quietMs: 20, maxMs: 200 },
-    agents: { heartbeatMs: 200, deadAfterMs: 2_000 },
-  });
-  controller = await startController(config, silentLogger, { version: "test" });
+  controller = await startCatalogController(dir, catalog, [
+    { backend: "be_app", service: "web" },
+    { backend: "be_new", service: "web", agents: { new: "yes" } },
+  ]);
 }, 60_000);
 
 afterAll(async () => {

@@ -1,6 +1,7 @@
 import { writeFile } from "node:fs/promises";
 import { dirname, join, resolve, sep } from "node:path";
 import { fileURLToPath } from "node:url";
+import { openHybridSession, parseHybridFlags, type HybridSession } from "../../agent/hybrid/hybrid-session.js";
 import { loadTemplate, type TemplateVars } from "../../agent/hybrid/render-config.js";
 import { fromDesired, type RenderBalance } from "../../agent/hybrid/render-model.js";
 import { parseDesiredState } from "../../agent/model/desired-state.js";
@@ -39,4 +40,11 @@ export async function startRendered(backends: Array<{ name: string; balance: Ren
     await h.stop();
     throw error;
   }
+}
+
+/** Hybrid mode's session for a rendered HAProxy, with the flags `hafleet-agent run` would get. */
+export function hybridSessionFor(rendered: RenderedHaproxy, spareSlots: number): Promise<HybridSession> {
+  const { h, stateFile, vars } = rendered;
+  const settings = parseHybridFlags({ "config-template": DEFAULT_TEMPLATE, "config-out": h.configPath, "state-file": stateFile, "master-socket": h.masterSocket!, "spare-slots": String(spareSlots), var: Object.entries(vars).map(([key, value]) => `${key}=${value}`) })!;
+  return openHybridSession(settings, h.socket);
 }

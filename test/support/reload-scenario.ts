@@ -1,10 +1,13 @@
 import { request, createServer, type Server } from "node:http";
 import { join } from "node:path";
 import type { HybridSession } from "../../agent/hybrid/hybrid-session.js";
-import { AgentRunner } from "../../agent/run/agent-runner.js";
+import type { AgentRunner } from "../../agent/run/agent-runner.js";
 import { RuntimeApplier } from "../../agent/run/applier.js";
 import { parseSocketAddress } from "../../agent/runtime/socket-address.js";
+import { controllerConfigSchema } from "../../controller/config/controller-config.js";
+import { startController, type RunningController } from "../../controller/controller.js";
 import { serving, silentLogger } from "./apply.js";
+import { startRunner } from "./runner.js";
 import type { RunningHaproxy } from "./haproxy.js";
 import { fetchStatus, agentBackend } from "./status-api.js";
 
@@ -162,25 +165,28 @@ export function falseInSync(samples: readonly TruthSample[], graceMs: number): T
 }
 
 /**
- * A real agent run loop on one HAProxy with the production defaults that matter for reloads
- * (a probe every 250 ms) and a resync only every minute, so that a repair is never the periodic
+ * A controller on loopback whose discovery is a catalog file, tuned for tests (fast debounce
+ * and heartbeats); its status API on a free port, open to loopback readers.
+ */
+export function startCatalogController(dir: string, catalog: string, backends: ReadonlyArray<Record<string, unknown>> = [{ backend: "be_app", service: "web" }]): Promise<RunningController> {
+  const config = controllerConfigSchema.parse({
+    listen: "127.0.0.1:0",
+    http: { listen: "127.0.0.1:0" },
+    stateDir: join(dir, "controller"),
+    discovery: { file: catalog },
+    backends,
+    debounce: { quietMs: 20, maxMs: 200 },
+    agents: { heartbeatMs: 200, deadAfterMs: 2_000 },
+  });
+  return startController(config, silentLogger, { version: "test" });
+}
+
+/**
+ * A real agent run loop on one HAProxy, probing at the production default (every 250 ms:
+ * agent-runner.ts), with a resync only every minute, so that a repair is never the periodic
  * resync's doing. Started; the caller stops it.
  */
-export async function startReloadAgent(options: { id: string; labels?: Record<string, string>; controllerPort: number; socket: string; stateRoot: string; hybrid?: HybridSession }): Promise<AgentRunner> {
-  const stateDir = join(options.stateRoot, options.id);
-  const runner = new AgentRunner({
-    agentId: options.id,
-    labels: options.labels ?? {},
-    hafleetVersion: "test",
-    controllers: [`127.0.0.1:${options.controllerPort}`],
-    applier: new RuntimeApplier({ sockets: [parseSocketAddress(options.socket)], stateDir, drainMs: 300, logger: silentLogger, ...(options.hybrid ? { hybrid: options.hybrid } : {}) }),
-    stateDir,
-    resyncMs: 60_000,
-    heartbeatMs: 200,
-    deadAfterMs: 2_000,
-    backoff: { initialMs: 20, maxMs: 200 },
-    logger: silentLogger,
-  });
-  await runner.start();
-  return runner;
+export function startReloadAgent(options: { id: string; labels?: Record<string, string>; controllerPort: number; socket: string; stateRoot: string; hybrid?: HybridSession }): Promise<AgentRunner> {
+  const applier = new RuntimeApplier({ sockets: [parseSocketAddress(options.socket)], stateDir: join(options.stateRoot, options.id), drainMs: 300, logger: silentLogger, ...(options.hybrid ? { hybrid: options.hybrid } : {}) });
+  return startRunner({ id: options.id, applier, labels: options.labels ?? {}, controllerPorts: [options.controllerPort], stateRoot: options.stateRoot, resyncMs: 60_000, probeMs: 250 });
 }

@@ -7,7 +7,7 @@ import { silentLogger } from "./apply.js";
  * A real agent run loop in this process, tuned for tests: fast heartbeats, probes and
  * reconnects; resyncs as asked. Started; the caller stops it.
  */
-export async function startRunner(options: { id: string; applier: Applier; labels: Record<string, string>; controllerPorts: readonly number[]; stateRoot: string; resyncMs: number }): Promise<AgentRunner> {
+export async function startRunner(options: { id: string; applier: Applier; labels: Record<string, string>; controllerPorts: readonly number[]; stateRoot: string; resyncMs: number; probeMs?: number }): Promise<AgentRunner> {
   const runner = new AgentRunner({
     agentId: options.id,
     labels: options.labels,
@@ -18,7 +18,7 @@ export async function startRunner(options: { id: string; applier: Applier; label
     resyncMs: options.resyncMs,
     heartbeatMs: 200,
     deadAfterMs: 2_000,
-    probeMs: 100,
+    probeMs: options.probeMs ?? 100,
     backoff: { initialMs: 20, maxMs: 200 },
     logger: silentLogger,
   });
