@@ -92,6 +92,8 @@ interface SocketState {
   observed?: ObservedState;
   /** What the replaced process ran, until an apply has repaired its successor (PlanOptions.previous). */
   replaced?: ObservedState;
+  /** Per backend, the servers last reported as not hafleet's: each new set is logged once. */
+  foreign: Map<string, string>;
 }
 
 /** One long-lived RuntimeClient per socket, and its ledger in the state dir. */
@@ -103,7 +105,7 @@ export class RuntimeApplier implements Applier {
     this.sockets = options.sockets.map((address) => {
       const client = new RuntimeClient(address, { ...options.client, logger: options.logger });
       const reloader = options.hybrid ? hybridReloader(options.hybrid, client, options.logger) : undefined;
-      return { client, ledger: new LedgerStore(options.stateDir, client.name), worker: undefined, ...(reloader ? { reloader } : {}) };
+      return { client, ledger: new LedgerStore(options.stateDir, client.name), worker: undefined, foreign: new Map(), ...(reloader ? { reloader } : {}) };
     });
     // Hybrid mode manages one HAProxy (one config file): its one socket.
     this.writer = options.hybrid && this.sockets[0] ? coalescingWriter(options.hybrid, this.sockets[0].client, options.logger) : undefined;
@@ -134,6 +136,7 @@ export class RuntimeApplier implements Applier {
           const report = await reconcile();
           socket.observed = report.observed;
           delete socket.replaced;
+          this.noteForeign(socket, report);
           const { hybrid } = this.options;
           if (!hybrid || !socket.reloader) return report;
           // A refused render or a failed reload fails the whole socket: every pushed backend is nacked.
@@ -168,6 +171,20 @@ export class RuntimeApplier implements Applier {
       }),
     );
     return changes.flat();
+  }
+
+  /**
+   * Servers of a managed backend that hafleet will never touch (planner.ts isOwn): said once per
+   * change, since after an upgrade a template whose slots lack `disabled` would otherwise leave
+   * removals undone without a word.
+   */
+  private noteForeign(socket: SocketState, report: SocketReport): void {
+    for (const backend of report.final.backends) {
+      const names = (backend.foreign ?? []).map((entry) => entry.server).join(",");
+      if ((socket.foreign.get(backend.backend) ?? "") === names) continue;
+      socket.foreign.set(backend.backend, names);
+      if (names !== "") this.options.logger.warn({ socket: socket.client.name, backend: backend.backend, servers: names.split(",") }, "servers hafleet did not place are left alone (neither declared disabled nor added by hafleet): declare template slots 'disabled'");
+    }
   }
 
   /** Records who serves now; a new process is remembered with what its predecessor ran. */
