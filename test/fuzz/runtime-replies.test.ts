@@ -272,7 +272,7 @@ describe("set server addr: a change report by meaning", () => {
 });
 
 describe("master CLI: the reply to reload", () => {
-  const RELOAD_REPLIES = ["2.6", "3.0", "3.2", "3.4"].flatMap((version) =>
+  const RELOAD_REPLIES = ["2.6", "2.8", "3.0", "3.2", "3.4"].flatMap((version) =>
     ["reload-cycle-1-reload-reply-success.txt", "reload-cycle-2-reload-reply-failure.txt"].map((name) => readFileSync(new URL(`../fixtures/haproxy-${version}/${name}`, import.meta.url), "utf8")),
   );
 

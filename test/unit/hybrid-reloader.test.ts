@@ -68,7 +68,7 @@ describe("judgeReload", () => {
 });
 
 /** The same cycle on each version (reload-cycle-*.txt): judged from `show proc` alone, as 2.6 needs. */
-describe.each(["2.6", "3.0", "3.2", "3.4"])("judgeReload on HAProxy %s", (version) => {
+describe.each(["2.6", "2.8", "3.0", "3.2", "3.4"])("judgeReload on HAProxy %s", (version) => {
   const cycle = (name: string, failed: boolean): MasterStatus => ({
     prompt: { text: failed ? "master[ReloadFailed]> " : "master> ", reloadFailed: failed },
     proc: parseShowProc(readFileSync(new URL(`../fixtures/haproxy-${version}/reload-cycle-${name}.txt`, import.meta.url), "utf8")),

@@ -12,7 +12,7 @@ import { classifyReply, type FailureReason } from "../../agent/runtime/reply.js"
  * The expected meaning below is the same for every version: that is the point.
  */
 
-const VERSIONS = ["2.6", "3.0", "3.2", "3.4"] as const;
+const VERSIONS = ["2.6", "2.8", "3.0", "3.2", "3.4"] as const;
 
 function fixture(version: string, name: string): string {
   return readFileSync(new URL(`../fixtures/haproxy-${version}/${name}`, import.meta.url), "utf8");
