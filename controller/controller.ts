@@ -3,7 +3,7 @@ import type { Logger } from "pino";
 import type { ControllerConfig } from "./config/controller-config.js";
 import { Debouncer } from "./core/debouncer.js";
 import { loadRanBefore, mappingKey, sameMapping, saveRanBefore, type RanBefore } from "./core/desired-file.js";
-import { DesiredStore, type DesiredBackendState } from "./core/desired-store.js";
+import { DesiredStore, mappingWatchKey, type DesiredBackendState } from "./core/desired-store.js";
 import { ConsulSource } from "./discovery/consul/consul-source.js";
 import type { DiscoveryObserver } from "./discovery/consul/consul-watch.js";
 import { FileSource } from "./discovery/file-source.js";
@@ -15,6 +15,9 @@ import { RolloutCoordinator, stagedBackendsSchema } from "./rollout/rollout-coor
 import { followLeadership, leaderName, persistenceIn, rolloutLeadership, type RolloutLeadership } from "./rollout/rollout-leadership.js";
 import { RolloutStore } from "./rollout/rollout-store.js";
 import { FleetServer } from "./server/fleet-server.js";
+import { Cordons } from "./rollout/cordons.js";
+import { loadChanges, saveChanges } from "./status/change-file.js";
+import { DiscoveryHealthTracker } from "./status/discovery-health.js";
 import { loadFreeze, saveFreeze } from "./status/freeze-file.js";
 import { StatusService } from "./status/status-service.js";
 import { transportFor } from "./tls/transport-policy.js";
@@ -55,7 +58,9 @@ export interface ControllerOptions {
  */
 export async function startController(config: ControllerConfig, logger: Logger, options: ControllerOptions = {}): Promise<RunningController> {
   const clock = options.clock ?? Date.now;
-  const store = new DesiredStore(config.backends, { maxDropShare: config.guards.maxDropShare, maxServers: config.limits.serversPerBackend });
+  // Pushes wait for every backend's first answer, but not for ever: one failing service must not hold back the fleet.
+  const readyWaitMs = "consul" in config.discovery ? config.discovery.consul.readyWaitMs : 10_000;
+  const store = new DesiredStore(config.backends, { maxDropShare: config.guards.maxDropShare, maxServers: config.limits.serversPerBackend }, { readyWaitMs, clock });
   let rollouts: RolloutCoordinator | undefined;
   const server = new FleetServer((agent, labels) => rollouts!.resolve(agent, store.backendsFor(labels)), {
     heartbeatMs: config.agents.heartbeatMs,
@@ -66,9 +71,17 @@ export async function startController(config: ControllerConfig, logger: Logger, 
     limits: config.limits,
     transport: transportFor(config),
     ready: () => store.ready(),
+    pending: (labels) => store.pendingFor(labels),
     logger,
     clock,
   });
+  const backendsOfKey = new Map<string, string[]>();
+  for (const mapping of config.backends) {
+    const key = mappingWatchKey(mapping);
+    backendsOfKey.set(key, [...(backendsOfKey.get(key) ?? []), mapping.backend]);
+  }
+  const discoveryHealth = new DiscoveryHealthTracker(backendsOfKey);
+  const cordons = await Cordons.load(config.stateDir);
   const status = new StatusService({
     server,
     store,
@@ -76,8 +89,32 @@ export async function startController(config: ControllerConfig, logger: Logger, 
     rollout: () => rollouts!.status(),
     controller: { version: options.version ?? "dev", startedAt: clock() },
     ...(config.leadership === undefined ? {} : { rolloutLeader: () => describeLeadership(leadership) }),
+    mapped: config.backends.map((mapping) => mapping.backend),
+    discovery: () => discoveryHealth.health(),
+    cordoned: (agent) => cordons.reason(agent),
     clock,
   });
+  if (config.stateDir !== undefined) {
+    try {
+      status.changes.restore(await loadChanges(config.stateDir));
+    } catch (error) {
+      logger.error({ err: error, stateDir: config.stateDir }, "cannot read the stored recent changes: starting with none");
+    }
+  }
+  let savingChanges: Promise<void> = Promise.resolve();
+  /** The recent changes, stored after each event that may end one (coalesced: one write at a time). */
+  let changesDirty = false;
+  const rememberChanges = (): void => {
+    const stateDir = config.stateDir;
+    if (stateDir === undefined || changesDirty) return;
+    changesDirty = true;
+    savingChanges = savingChanges
+      .then(() => {
+        changesDirty = false;
+        return saveChanges(stateDir, status.changes.list());
+      })
+      .catch((error: unknown) => logger.error({ err: error, stateDir }, "cannot store the recent changes: a restart would forget how they ended"));
+  };
   const metrics = new ControllerMetrics({ fleet: () => status.status(), streams: () => server.streamGauges() });
   const debouncer = new Debouncer(config.debounce.quietMs, config.debounce.maxMs, () => server.desiredChanged());
   const { discovery } = config;
@@ -89,6 +126,12 @@ export async function startController(config: ControllerConfig, logger: Logger, 
     agent: (agent) => status.agent(agent),
     fleet: () => server.connected().flatMap((stream) => (stream.session === null ? [] : [{ id: stream.session.agentId, labels: stream.session.hello.labels, backends: store.backendsFor(stream.session.hello.labels).map((backend) => backend.name) }])),
     frozen: () => server.frozen !== null,
+    cordoned: (agent) => cordons.reason(agent),
+    failing: (agent, backends) => server.failingOn(agent, backends),
+    ended: ({ target, reason }) => {
+      status.changes.rolledBack(target, reason);
+      rememberChanges();
+    },
     changed: () => debouncer.trigger(),
     settleMs: config.agents.deadAfterMs,
     ...(options.rolloutTickMs === undefined ? {} : { tickMs: options.rolloutTickMs }),
@@ -100,7 +143,15 @@ export async function startController(config: ControllerConfig, logger: Logger, 
   leadership?.start();
   const frozen = config.stateDir === undefined ? null : await loadFreeze(config.stateDir);
   if (frozen !== null) server.freeze(frozen.reason, frozen.since);
-  const source = options.source ?? sourceFor(config, logger, metrics);
+  const source = options.source ?? sourceFor(config, logger, {
+    discoveryAnswered: (key, seconds, blocking) => {
+      discoveryHealth.answered(key, clock());
+      metrics.discoveryAnswered(key, seconds, blocking);
+    },
+    discoveryFailed: (key) => metrics.discoveryFailed(key),
+  });
+  // Consul's watch counts its own failures in the metrics; other sources are counted here.
+  const sourceCountsErrors = source instanceof ConsulSource;
   const mappings = new Map(config.backends.map((mapping) => [mapping.backend as string, mapping]));
   const ranBefore = config.stateDir === undefined ? new Map<string, RanBefore>() : await loadRanBefore(config.stateDir, logger);
   let saving: Promise<void> = Promise.resolve();
@@ -112,9 +163,20 @@ export async function startController(config: ControllerConfig, logger: Logger, 
   };
 
   const rechecks = new Map<string, NodeJS.Timeout>();
-  const stops = store.watches().map(({ service, tag }) =>
+  const readyIn = store.readyInMs();
+  const readyTimer =
+    readyIn === null
+      ? null
+      : setTimeout(() => {
+          const pending = store.pending();
+          if (pending.length > 0) logger.warn({ backends: pending, waitedMs: readyWaitMs }, "discovery has not answered for these backends: pushing the others; agents keep what they run of these until they answer");
+          server.desiredChanged();
+        }, readyIn);
+  const stops = store.watches().map(({ service, tag, scope }) =>
     source.watch(service, tag, {
+      answered: (key) => discoveryHealth.answered(key, clock()),
       snapshot: (snapshot) => {
+        discoveryHealth.answered(snapshot.key, clock());
         for (const dropped of snapshot.dropped) logger.warn({ service, instance: dropped.id, reason: dropped.reason }, "instance dropped");
         const before = new Map<string, DesiredBackendState>(store.all().map((state) => [state.name, state]));
         const { changed, held } = store.apply(snapshot);
@@ -124,7 +186,7 @@ export async function startController(config: ControllerConfig, logger: Logger, 
         }
         // A held answer is read again until one is taken: discovery may not change again.
         if (held.length > 0 && !rechecks.has(snapshot.key)) {
-          rechecks.set(snapshot.key, setInterval(() => source.refresh(service, tag), config.guards.recheckMs));
+          rechecks.set(snapshot.key, setInterval(() => source.refresh(service, tag, scope), config.guards.recheckMs));
         } else if (held.length === 0) {
           clearInterval(rechecks.get(snapshot.key));
           rechecks.delete(snapshot.key);
@@ -143,10 +205,15 @@ export async function startController(config: ControllerConfig, logger: Logger, 
         for (const backend of changed) ranBefore.delete(backend);
         rememberDesired();
         status.changed(changed);
+        rememberChanges();
         debouncer.trigger();
       },
-      error: (key, error) => logger.warn({ service: key, err: error.message }, "discovery failed; the last good state stands, retrying"),
-    }),
+      error: (key, error) => {
+        discoveryHealth.failed(key, error.message, clock());
+        if (!sourceCountsErrors) metrics.discoveryFailed(key);
+        logger.warn({ service: key, err: error.message }, "discovery failed; the last good state stands, retrying");
+      },
+    }, scope),
   );
   /**
    * Why a changed backend goes out in waves, or null for at once. The first answer after a
@@ -165,6 +232,11 @@ export async function startController(config: ControllerConfig, logger: Logger, 
   server.events.on("acked", (agent, backend, version, latencyMs) => {
     const sinceChange = status.changes.acked(agent, backend, version, clock());
     metrics.acked(backend, sinceChange === null ? null : sinceChange / 1000, latencyMs === null ? null : latencyMs / 1000);
+    if (sinceChange !== null) rememberChanges();
+  });
+  server.events.on("nacked", (agent, backend, version, error) => {
+    status.changes.nacked(agent, backend, version, error);
+    rememberChanges();
   });
   server.events.on("pushed", () => metrics.pushed());
   server.events.on("nacked", (_agent, backend) => metrics.nacked(backend));
@@ -173,6 +245,7 @@ export async function startController(config: ControllerConfig, logger: Logger, 
   let api: RunningApiServer | null = null;
   const closeAll = async (): Promise<void> => {
     debouncer.cancel();
+    if (readyTimer !== null) clearTimeout(readyTimer);
     rechecks.forEach((timer) => clearInterval(timer));
     stops.forEach((stop) => stop());
     await api?.close();
@@ -181,6 +254,7 @@ export async function startController(config: ControllerConfig, logger: Logger, 
     // Released now rather than at the session's TTL: another replica leads after lock-delay.
     await leadership?.stop();
     await saving;
+    await savingChanges;
     await source.close();
     await server.close();
   };
@@ -193,7 +267,7 @@ export async function startController(config: ControllerConfig, logger: Logger, 
         token: config.http.tokenFile === undefined ? null : await readToken(config.http.tokenFile),
         logger,
         handlers: {
-          status: () => status.status(),
+          status: (query) => status.status(query),
           freeze: async (reason) => {
             server.freeze(reason, clock());
             await persistFreeze();
@@ -205,6 +279,19 @@ export async function startController(config: ControllerConfig, logger: Logger, 
           rollout: (action) => {
             const refused = rollouts!.act(action);
             if (refused !== null) throw new ActionRefused(refused);
+          },
+          forget: async (agent) => {
+            const outcome = server.forget(agent);
+            if (!outcome.forgotten) throw new ActionRefused(outcome.reason);
+            status.changes.departed(agent, clock());
+          },
+          cordon: async (agent, reason) => {
+            if (reason !== null && server.stream(agent) === undefined && server.departedAgent(agent) === undefined) {
+              throw new ActionRefused(`no agent ${agent} is known to this controller: cordon one that is connected or remembered`);
+            }
+            const changed = await cordons.set(agent, reason, clock());
+            if (!changed) throw new ActionRefused(`agent ${agent} is not cordoned`);
+            logger.warn({ agent, reason }, reason === null ? "agent uncordoned" : "agent cordoned: kept out of rollouts");
           },
           metrics: () => metrics.render(),
           assets: STATUS_PAGE,
@@ -237,5 +324,5 @@ async function readToken(path: string): Promise<string> {
 function sourceFor(config: ControllerConfig, logger: Logger, observer: DiscoveryObserver): DiscoverySource {
   const { discovery } = config;
   if ("file" in discovery) return new FileSource(discovery.file, { logger });
-  return new ConsulSource({ ...discovery.consul, logger, observer });
+  return new ConsulSource({ ...discovery.consul, leadership: config.leadership !== undefined, logger, observer });
 }

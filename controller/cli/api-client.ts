@@ -33,18 +33,19 @@ export class ApiClient {
     return new ApiClient(new URL(text.endsWith("/") ? text : `${text}/`), token);
   }
 
-  async status(query: Record<string, string | boolean | undefined> = {}): Promise<FleetStatus> {
+  async status(query: Record<string, string | string[] | boolean | undefined> = {}): Promise<FleetStatus> {
     const url = new URL("api/v1/status", this.base);
     for (const [key, value] of Object.entries(query)) {
       if (value === true) url.searchParams.set(key, "1");
       else if (typeof value === "string") url.searchParams.set(key, value);
+      else if (Array.isArray(value)) for (const each of value) url.searchParams.append(key, each);
     }
     return this.request(url, "GET", undefined, fleetStatusSchema);
   }
 
   /** POSTs an action (freeze, unfreeze, rollout/pause, ...); the controller's refusal is thrown. */
-  async act(path: string, body: object = {}): Promise<void> {
-    await this.request(new URL(`api/v1/${path}`, this.base), "POST", body, null);
+  async act(path: string, body: object = {}): Promise<unknown> {
+    return this.request(new URL(`api/v1/${path}`, this.base), "POST", body, null);
   }
 
   private async request<S extends z.ZodType>(url: URL, method: string, body: object | undefined, schema: S | null): Promise<z.output<S>> {

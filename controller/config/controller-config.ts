@@ -6,6 +6,10 @@ import { tlsFilesSchema } from "../../agent/tls/tls-files.js";
 import { rolloutConfigSchema } from "../rollout/rollout-config.js";
 import { transportProblem } from "../tls/transport-policy.js";
 import { durationSchema, isDuration, LABEL_MESSAGE, labelKeySchema, labelValueSchema, listenSchema } from "./config-values.js";
+import { DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_STALE_MS, DEFAULT_WAIT_MS, MAX_WAIT_MS } from "../discovery/consul/consul-client.js";
+import { DEFAULT_MAX_CONNECTIONS } from "../discovery/consul/connection-budget.js";
+import { consulFromEnvironment } from "../discovery/consul/consul-credentials.js";
+import { DEFAULT_CONFIGURATION_RETRY_MS } from "../discovery/consul/consul-watch.js";
 
 export { durationSchema, labelKeySchema, labelValueSchema, parseListen } from "./config-values.js";
 
@@ -25,22 +29,65 @@ export const serviceNameSchema = z.string().regex(SERVICE_PATTERN, SERVICE_MESSA
 
 const consulAddressSchema = z.string().refine(isHttpUrl, "must be an http:// or https:// URL");
 
+function isRecord(value: unknown): value is Record<string, unknown> {
+  return typeof value === "object" && value !== null && !Array.isArray(value);
+}
+
 function isHttpUrl(text: string): boolean {
   if (!URL.canParse(text)) return false;
   const url = new URL(text);
   return (url.protocol === "http:" || url.protocol === "https:") && url.hostname !== "";
 }
 
-const consulSchema = z.strictObject({
-  address: consulAddressSchema,
-  // Sent as a header: a control character would split it, so only visible ASCII passes.
-  token: z.string().regex(/^[\x21-\x7e]{1,256}$/, "must be 1 to 256 visible ASCII characters").optional(),
-  datacenter: serviceNameSchema.optional(),
-  healthy: z.enum(["passing", "passing-or-warning"]).default("passing"),
-  weights: z.enum(["meta", "consul"]).default("meta"),
-  /** For an https:// address: the CA that signed Consul's certificate; absent: the system's. */
-  caFile: z.string().min(1, "must not be empty").optional(),
-});
+const fileSchema = z.string().min(1, "must not be empty");
+// Consul's names for namespaces, partitions, peers and sameness groups: DNS-like labels.
+const consulNameSchema = z.string().regex(/^[A-Za-z0-9-]{1,63}$/, "must be 1 to 63 letters, digits or '-'");
+
+const consulFieldsSchema = z
+  .strictObject({
+    address: consulAddressSchema,
+    // Sent as a header: a control character would split it, so only visible ASCII passes.
+    token: z.string().regex(/^[\x21-\x7e]{1,256}$/, "must be 1 to 256 visible ASCII characters").optional(),
+    /** A file whose first line is the token, re-read when it changes (a rotated token needs no restart). */
+    tokenFile: fileSchema.optional(),
+    datacenter: serviceNameSchema.optional(),
+    /** Consul Enterprise: the namespace and admin partition every query is in (a mapping's own `ns`/`partition` win). */
+    namespace: consulNameSchema.optional(),
+    partition: consulNameSchema.optional(),
+    healthy: z.enum(["passing", "passing-or-warning"]).default("passing"),
+    weights: z.enum(["meta", "consul"]).default("meta"),
+    /** For an https:// address: the CA that signed Consul's certificate; absent: the system's. */
+    caFile: fileSchema.optional(),
+    /** A client certificate and key, for clusters with `verify_incoming`. */
+    certFile: fileSchema.optional(),
+    keyFile: fileSchema.optional(),
+    /** The name in Consul's certificate, when the address's host is not it (an IP, a load balancer). */
+    tlsServerName: z.string().regex(/^[A-Za-z0-9.-]{1,253}$/, "must be a DNS name").optional(),
+    /** How long Consul holds a blocking query; keep it below the idle timeout of any proxy in between. */
+    wait: durationSchema.refine((ms) => ms <= MAX_WAIT_MS, "must be at most 10m (Consul's limit)").default(DEFAULT_WAIT_MS),
+    /** Which server answers: `stale` any (scales reads, answers during an election), bounded by maxStaleMs. */
+    consistency: z.enum(["default", "stale", "consistent"]).default("stale"),
+    /** With `stale`: an answer from a server out of touch with the leader for longer is asked again of the leader. */
+    maxStaleMs: durationSchema.default(DEFAULT_MAX_STALE_MS),
+    /** The largest answer read; a service over it is reported by name, the others go on. */
+    maxBodyBytes: z.number({ error: "must be a number" }).int("must be a whole number").min(1024, "must be at least 1024").default(DEFAULT_MAX_BODY_BYTES),
+    /** Concurrent connections to Consul at most: keep it below Consul's limits.http_max_conns_per_client (200). */
+    maxConnections: z.number({ error: "must be a number" }).int("must be a whole number").min(1, "must be at least 1").max(10_000, "must be at most 10000").default(DEFAULT_MAX_CONNECTIONS),
+    /** After a start, how long pushes wait for every backend's first answer; then what answered goes out. */
+    readyWaitMs: durationSchema.default(10_000),
+    /** A configuration problem (403, unknown dc, an answer over maxBodyBytes) is retried this often. */
+    configurationRetryMs: durationSchema.default(DEFAULT_CONFIGURATION_RETRY_MS),
+  })
+  .superRefine((consul, ctx) => {
+    if (consul.token !== undefined && consul.tokenFile !== undefined) ctx.addIssue({ code: "custom", path: ["tokenFile"], message: "give token or tokenFile, not both", input: consul.tokenFile });
+    if ((consul.certFile === undefined) !== (consul.keyFile === undefined)) {
+      const path = consul.certFile === undefined ? "certFile" : "keyFile";
+      ctx.addIssue({ code: "custom", path: [path === "certFile" ? "keyFile" : "certFile"], message: `needs ${path} too`, input: consul[path === "certFile" ? "keyFile" : "certFile"] });
+    }
+  });
+
+/** What the block leaves out comes from Consul's environment variables, as with every Consul tool. */
+const consulSchema = z.preprocess((input) => (isRecord(input) ? consulFromEnvironment(input, process.env) : input), consulFieldsSchema);
 export type ConsulDiscovery = z.output<typeof consulSchema>;
 
 export type Discovery = { consul: ConsulDiscovery } | { file: string };
@@ -59,10 +106,30 @@ const discoverySchema = z
     return z.NEVER;
   });
 
+/**
+ * A tagged address to use instead of the instance's address: `service:NAME` (Service.TaggedAddresses,
+ * address and port) or `node:NAME` (Node.TaggedAddresses, with the service's port), e.g.
+ * `service:lan_ipv6`, `node:wan_ipv4`; `service` and `node` take Service.Address (else Node.Address) and Node.Address.
+ */
+const addressChoiceSchema = z.string().regex(/^(service|node)(:[A-Za-z0-9_-]{1,64})?$/, "must be service, node, service:NAME or node:NAME (a tagged address)");
+
 const backendMappingSchema = z.strictObject({
   backend: nameSchema,
   service: serviceNameSchema,
   tag: serviceNameSchema.optional(),
+  /** More tags, all of which an instance must carry (with `tag`, if any). */
+  tags: z.array(serviceNameSchema).max(16, "must list at most 16 tags").optional(),
+  /** Consul: the datacenter (default: the agent's own, or discovery.consul.datacenter). */
+  dc: serviceNameSchema.optional(),
+  /** Consul Enterprise: the namespace and admin partition (default: discovery.consul's, else the token's). */
+  ns: consulNameSchema.optional(),
+  partition: consulNameSchema.optional(),
+  /** Consul peering: the service as imported from this cluster peer, or from a sameness group. */
+  peer: consulNameSchema.optional(),
+  samenessGroup: consulNameSchema.optional(),
+  /** Consul's filter expression on the answer (https://developer.hashicorp.com/consul/api-docs/features/filtering), passed through. */
+  filter: z.string().min(1, "must not be empty").max(1024, "must be at most 1024 characters").optional(),
+  address: addressChoiceSchema.optional(),
   /** Absent: every agent gets this backend. */
   agents: z
     .record(labelKeySchema, labelValueSchema, {
@@ -72,7 +139,7 @@ const backendMappingSchema = z.strictObject({
   allowEmpty: z.boolean().default(false),
   /** Discovery changes of this backend go out in waves (see `rollout`), not at once. */
   staged: z.boolean().default(false),
-});
+}).refine((mapping) => mapping.peer === undefined || mapping.samenessGroup === undefined, { path: ["samenessGroup"], message: "cannot go with peer: a sameness group names its peers itself" });
 export type BackendMapping = z.output<typeof backendMappingSchema>;
 
 const backendsSchema = z
@@ -180,6 +247,12 @@ const leadershipSchema = z.strictObject({
   sessionTtlMs: durationSchema.refine((ms) => ms >= 10_000 && ms <= 86_400_000, "must be between 10s and 24h (Consul's range)").default(15_000),
   /** How long a released lock cannot be taken again (Consul's lock-delay): a late old leader's writes land first. */
   lockDelayMs: durationSchema.refine((ms) => ms <= 60_000, "must be at most 60s").default(15_000),
+  /**
+   * The node checks the session is bound to (Consul's `NodeChecks`). Default none, the TTL alone:
+   * Consul's own default, `serfHealth` of whichever node took the request, would end the leadership
+   * when an unrelated node behind a load-balanced address fails.
+   */
+  nodeChecks: z.array(z.string().min(1, "must not be empty")).max(16, "must list at most 16 checks").default([]),
 });
 
 export const DEFAULT_HTTP_LISTEN = "127.0.0.1:7901";

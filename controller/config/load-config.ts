@@ -4,7 +4,7 @@ import type { z } from "zod";
 import { loadConfigFile, parseConfigText, type ConfigFormat } from "../../agent/config/config-file.js";
 import { InvalidInputError, type InputIssue } from "../../agent/errors.js";
 import { issuesOf } from "../../agent/model/validate.js";
-import { controllerConfigSchema, type ControllerConfig, type ControllerConfigInput } from "./controller-config.js";
+import { controllerConfigSchema, type ConsulDiscovery, type ControllerConfig, type ControllerConfigInput } from "./controller-config.js";
 
 export type { ConfigFormat };
 
@@ -16,16 +16,21 @@ export async function loadControllerConfig(path: string): Promise<ControllerConf
   const { discovery, tls, http, stateDir } = config;
   return {
     ...config,
-    discovery:
-      "file" in discovery
-        ? { file: near(discovery.file) }
-        : discovery.consul.caFile === undefined
-          ? discovery
-          : { consul: { ...discovery.consul, caFile: near(discovery.consul.caFile) } },
+    discovery: "file" in discovery ? { file: near(discovery.file) } : { consul: nearConsulFiles(discovery.consul, near) },
     http: http.tokenFile === undefined ? http : { ...http, tokenFile: near(http.tokenFile) },
     ...(tls === undefined ? {} : { tls: { ca: near(tls.ca), cert: near(tls.cert), key: near(tls.key) } }),
     ...(stateDir === undefined ? {} : { stateDir: near(stateDir) }),
   };
+}
+
+/** The consul block's files (CA, client certificate and key, token file), next to the config file. */
+function nearConsulFiles(consul: ConsulDiscovery, near: (file: string) => string): ConsulDiscovery {
+  const result = { ...consul };
+  for (const field of ["caFile", "certFile", "keyFile", "tokenFile"] as const) {
+    const file = consul[field];
+    if (file !== undefined) result[field] = near(file);
+  }
+  return result;
 }
 
 /** The pure half of loading: text in, config or InvalidInputError (with lines) out. */

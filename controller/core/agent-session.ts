@@ -41,6 +41,8 @@ function versionOf(desired: readonly DesiredBackendState[]): string {
  * since the next push is computed from the desired state at the time the response arrives.
  * A nacked version is not sent again: the agent is held until that backend's version changes.
  */
+const NOTHING_KEPT: ReadonlySet<string> = new Set();
+
 export class AgentSession {
   private readonly acked = new Map<Name, string>();
   private readonly nacked = new Map<Name, { version: string; error: string; appliedVersion: string }>();
@@ -70,9 +72,10 @@ export class AgentSession {
   }
 
   /** The next push, or null when the agent has everything (or a push is in flight). */
-  nextPush(desired: readonly DesiredBackendState[], now: number): DesiredPush | null {
+  /** `keep`: backends mapped to the agent but not published yet (discovery has not answered): never removed. */
+  nextPush(desired: readonly DesiredBackendState[], now: number, keep: ReadonlySet<string> = NOTHING_KEPT): DesiredPush | null {
     if (this.inFlight) return null;
-    const wanted = new Set<Name>(desired.map((backend) => backend.name));
+    const wanted = new Set<Name>([...desired.map((backend) => backend.name), ...([...keep] as Name[])]);
     const changed = desired.filter((backend) => this.holds(backend.name) !== backend.version);
     const removed = [...new Set([...this.acked.keys(), ...this.nacked.keys(), ...this.unapplied])].filter((name) => !wanted.has(name));
     if (changed.length === 0 && removed.length === 0) return null;
@@ -136,6 +139,12 @@ export class AgentSession {
   /** The version the agent last acked, per backend. */
   appliedVersions(): Map<Name, string> {
     return new Map(this.acked);
+  }
+
+  /** The agent's last nack of this backend, whatever the version wanted now; undefined if none stands. */
+  rejection(backend: string): { version: string; error: string } | undefined {
+    const nack = this.nacked.get(backend as Name);
+    return nack === undefined ? undefined : { version: nack.version, error: nack.error };
   }
 
   /**

@@ -264,6 +264,9 @@ export class FileSource implements DiscoverySource {
     if (this.failure !== null) this.logger.info("catalog file readable again");
     this.failure = null;
     for (const watch of this.watches.values()) this.publish(watch, catalog);
+    for (const [key, watch] of this.watches) {
+      for (const listener of [...watch.listeners]) if (listener.answered !== undefined) this.tell(() => listener.answered!(key));
+    }
   }
 
   private publish(watch: Watch, catalog: Catalog): void {

@@ -28,23 +28,68 @@ export interface SnapshotListener {
   snapshot(snapshot: ServiceSnapshot): void;
   /** The source failed; it keeps retrying on its own, and the last good snapshot stands. */
   error(key: string, error: Error): void;
+  /**
+   * The source read the service well, changed or not (a snapshot is told only on a change):
+   * discovery's health is ok again after errors. Optional: not every source tells it.
+   */
+  answered?(key: string): void;
 }
 
 /** A discovery source: Consul, or the file source. */
 export interface DiscoverySource {
-  /** Starts the shared watch of `service` (with `tag`, if any); returns a function that stops it. */
-  watch(service: string, tag: string | null, listener: SnapshotListener): () => void;
+  /**
+   * Starts the shared watch of `service` (with `tag`, if any, and where `scope` says: Consul's
+   * datacenter, namespace, partition, peer, filter, more tags, the address to use); returns a
+   * function that stops it. A source without such notions ignores `scope`.
+   */
+  watch(service: string, tag: string | null, listener: SnapshotListener, scope?: WatchScope): () => void;
   /**
    * Reads the service again now rather than waiting for a change. A held answer (empty,
    * truncated) may have come with a valid index: a blocking watch would then wait for the
    * next change, which may never come (an ACL token fixed on the server moves no index).
    */
-  refresh(service: string, tag: string | null): void;
+  refresh(service: string, tag: string | null, scope?: WatchScope): void;
+  /**
+   * Per watch: answered, still waiting for its first answer, or failing (with the error, since
+   * when, and whether it is a configuration problem). Sources without such a notion leave it out.
+   */
+  health?(): Array<{ key: string; state: "pending" | "ok" | "failing"; error: string | null; failure: string | null; hint: string | null; since: number; answeredAt: number | null }>;
   close(): Promise<void>;
 }
 
-export function watchKey(service: string, tag: string | null): string {
-  return tag === null ? service : `${service}#${tag}`;
+/**
+ * Where a Consul service is looked up, and which address of its instances is used: a
+ * mapping's Consul dialect. Every field is optional; an empty scope is the plain service.
+ */
+export interface WatchScope {
+  dc?: string;
+  ns?: string;
+  partition?: string;
+  peer?: string;
+  samenessGroup?: string;
+  /** Consul's filter expression (go-bexpr), passed through. */
+  filter?: string;
+  /** Tags beyond `tag`: an instance must carry all of them. */
+  tags?: readonly string[];
+  /**
+   * `service` (default: Service.Address, else Node.Address), `node` (Node.Address), or a tagged
+   * address: `service:lan_ipv4` (Service.TaggedAddresses, with its port), `node:wan` (Node.TaggedAddresses).
+   */
+  address?: string;
+}
+
+const SCOPE_FIELDS = ["dc", "ns", "partition", "peer", "samenessGroup", "filter", "tags", "address"] as const;
+
+/** `service`, `service#tag`, and the scope's fields after `?` when any: one watch per distinct lookup. */
+export function watchKey(service: string, tag: string | null, scope: WatchScope = {}): string {
+  const base = tag === null ? service : `${service}#${tag}`;
+  const parts: string[] = [];
+  for (const field of SCOPE_FIELDS) {
+    const value = scope[field];
+    if (value === undefined || (Array.isArray(value) && value.length === 0)) continue;
+    parts.push(`${field}=${encodeURIComponent(Array.isArray(value) ? [...value].sort().join(",") : String(value))}`);
+  }
+  return parts.length === 0 ? base : `${base}?${parts.join("&")}`;
 }
 
 /**

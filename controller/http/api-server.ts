@@ -9,6 +9,8 @@ import { parseJsonWith } from "../../agent/model/validate.js";
 import { isLoopbackHost, listenHttp, type RunningHttpServer } from "../../agent/metrics/http-endpoint.js";
 import { parseListen } from "../config/config-values.js";
 import { STATUS_PAGE_HEADERS } from "./page/status-page.js";
+import { parseEndpointCondition, type EndpointCondition } from "../status/endpoint-condition.js";
+import { parseSelector } from "../status/label-selector.js";
 import { filterStatus, type StatusFilter } from "../status/fleet-status.js";
 import type { FleetStatus } from "../status/status-schema.js";
 
@@ -18,19 +20,24 @@ import type { FleetStatus } from "../status/status-schema.js";
  * and on any other address so does reading: this API can say where every load balancer is.
  */
 
-export const ROLLOUT_ACTIONS = ["pause", "resume", "abort", "rollback"] as const;
+export const ROLLOUT_ACTIONS = ["pause", "resume", "abort", "rollback", "retry"] as const;
 export type RolloutAction = (typeof ROLLOUT_ACTIONS)[number];
 
 /** An operator action refused for a reason the operator can act on (409 Conflict). */
 export class ActionRefused extends Error {}
 
 export interface ApiHandlers {
-  status(): FleetStatus;
+  /** `endpoints`: say per agent whether HAProxy serves these (the status API's ?endpoint=). */
+  status(query?: { endpoints?: readonly EndpointCondition[] }): FleetStatus;
   /** Resolve once the freeze is stored: the answer promises it survives a restart. */
   freeze(reason: string): Promise<void>;
   unfreeze(): Promise<void>;
   /** Throws ActionRefused when the rollout cannot take the action now. */
   rollout(action: RolloutAction): void;
+  /** Drops a departed agent; throws ActionRefused when it is connected or unknown. */
+  forget(agent: string): Promise<void>;
+  /** Keeps an agent out of rollouts (reason given) or lets it back in (null); resolves once stored. */
+  cordon(agent: string, reason: string | null): Promise<void>;
   metrics(): Promise<{ contentType: string; body: string }>;
   /** Static assets by URL path: the status page. */
   assets: ReadonlyMap<string, { contentType: string; body: string }>;
@@ -51,6 +58,10 @@ const GZIP_FROM_BYTES = 16 * 1024;
 const JSON_TYPE = "application/json; charset=utf-8";
 const gzipText = promisify(gzip) as (text: string) => Promise<Buffer>;
 const freezeBodySchema = z.strictObject({ reason: z.string().min(1, "must say why").max(512, "must be at most 512 characters") });
+const agentIdSchema = z.string().min(1, "must name the agent").max(253, "must be at most 253 characters");
+const agentBodySchema = z.strictObject({ agent: agentIdSchema });
+const cordonBodySchema = z.strictObject({ agent: agentIdSchema, reason: z.string().min(1, "must say why").max(512, "must be at most 512 characters") });
+const MAX_ENDPOINTS = 16;
 
 class HttpError extends Error {
   constructor(
@@ -92,7 +103,10 @@ async function handle(request: IncomingMessage, response: ServerResponse, option
     return send(response, 200, contentType, body);
   }
   if (isRead && url.pathname === "/api/v1/status") {
-    const body = JSON.stringify(filterStatus(handlers.status(), statusFilter(url)));
+    const endpoints = url.searchParams.getAll("endpoint");
+    if (endpoints.length > MAX_ENDPOINTS) throw new HttpError(400, `at most ${MAX_ENDPOINTS} endpoint parameters`);
+    const query = endpoints.length === 0 ? {} : { endpoints: endpoints.map((text) => parseEndpointCondition("endpoint", text)) };
+    const body = JSON.stringify(filterStatus(handlers.status(query), statusFilter(url)));
     // 10,000 agents are ~8 MB of JSON, polled every 2 s by each open page: a tenth of that gzipped.
     if (!/\bgzip\b/.test(request.headers["accept-encoding"] ?? "") || body.length < GZIP_FROM_BYTES) return send(response, 200, JSON_TYPE, body);
     return send(response, 200, JSON_TYPE, await gzipText(body), { "content-encoding": "gzip", vary: "accept-encoding" });
@@ -109,6 +123,12 @@ async function handle(request: IncomingMessage, response: ServerResponse, option
     await handlers.freeze(reason);
   } else if (action === "unfreeze") {
     await handlers.unfreeze();
+  } else if (action === "forget" || action === "uncordon") {
+    const { agent } = parseJsonWith(agentBodySchema, body === "" ? "{}" : body, `${action} request`);
+    await (action === "forget" ? handlers.forget(agent) : handlers.cordon(agent, null));
+  } else if (action === "cordon") {
+    const { agent, reason } = parseJsonWith(cordonBodySchema, body === "" ? "{}" : body, "cordon request");
+    await handlers.cordon(agent, reason);
   } else {
     handlers.rollout(action);
   }
@@ -117,9 +137,11 @@ async function handle(request: IncomingMessage, response: ServerResponse, option
   return sendJson(response, 200, { ok: true, frozen: after.frozen, rollout: after.rollout });
 }
 
-function actionOf(path: string): "freeze" | "unfreeze" | RolloutAction | null {
-  if (path === "/api/v1/freeze") return "freeze";
-  if (path === "/api/v1/unfreeze") return "unfreeze";
+const AGENT_ACTIONS = ["freeze", "unfreeze", "forget", "cordon", "uncordon"] as const;
+
+function actionOf(path: string): (typeof AGENT_ACTIONS)[number] | RolloutAction | null {
+  const plain = AGENT_ACTIONS.find((action) => path === `/api/v1/${action}`);
+  if (plain !== undefined) return plain;
   const match = /^\/api\/v1\/rollout\/([a-z]+)$/.exec(path);
   const action = match?.[1];
   return action !== undefined && (ROLLOUT_ACTIONS as readonly string[]).includes(action) ? (action as RolloutAction) : null;
@@ -132,6 +154,8 @@ function statusFilter(url: URL): StatusFilter {
   if (agent !== null) filter.agent = agent;
   if (backend !== null) filter.backend = backend;
   if (url.searchParams.has("problems")) filter.problems = true;
+  const selector = url.searchParams.getAll("selector");
+  if (selector.length > 0) filter.selector = parseSelector(selector, "selector");
   return filter;
 }
 

@@ -3,10 +3,12 @@ import type { Logger } from "pino";
 import { z } from "zod";
 import { InvalidInputError } from "../../agent/errors.js";
 import { issuesOf } from "../../agent/model/validate.js";
-import { ConsulClient, consulAgent, DEFAULT_WAIT_MS } from "../discovery/consul/consul-client.js";
+import { ConsulClient, consulAgent, DEFAULT_WAIT_MS, MAX_WAIT_MS } from "../discovery/consul/consul-client.js";
 import { fullBucket, takeToken } from "../core/token-bucket.js";
 import { DEFAULT_RATE_LIMIT, isNewAnswer, nextIndex, systemClock, type WatchClock } from "../discovery/consul/consul-watch.js";
 import { ConsulLockApi, type KeyAnswer } from "./consul-lock-api.js";
+import { classifyFailure } from "../discovery/consul/consul-failure.js";
+import { tokenFromFile } from "../discovery/consul/consul-credentials.js";
 import { checkPublished, encodeLeaderValue, readLeaderValue, replicaSchema, type Replica } from "./leader-value.js";
 import { LeadershipLostError, NotLeaderError } from "./leadership-errors.js";
 import {
@@ -18,6 +20,7 @@ import {
   keyRead,
   leaseEnd,
   renewDueAt,
+  renewRetryMs,
   requestTimeoutMs,
   retryDelayMs,
   sameView,
@@ -44,10 +47,27 @@ export interface ConsulLeadershipOptions<T> {
   address: string;
   /** https: the CA that signed Consul's certificate; absent: the system's trust store. */
   caFile?: string;
+  /** https: a client certificate and key (`verify_incoming`), the name in Consul's certificate. */
+  certFile?: string;
+  keyFile?: string;
+  tlsServerName?: string;
   token?: string;
+  /** A file whose first line is the token, re-read when it changes; not with `token`. */
+  tokenFile?: string;
   datacenter?: string;
+  /** Enterprise: the namespace and partition of the key and the session. */
+  namespace?: string;
+  partition?: string;
+  /**
+   * The checks the session is bound to. Default none, the TTL alone: Consul's own default
+   * (`serfHealth` of the node the request lands on) would tie the leadership to whichever node a
+   * load-balanced Consul address picked.
+   */
+  nodeChecks?: readonly string[];
   timeoutMarginMs?: number;
   maxBodyBytes?: number;
+  /** How long Consul holds a read of the key (default 60 s): below any proxy's idle timeout. */
+  waitMs?: number;
   /** The KV key whose lock is the leadership, e.g. `hafleet/rollout-leader`. */
   key: string;
   /** Default 15 s. Consul refuses less than its `session_ttl_min` (10 s unless configured). */
@@ -75,7 +95,15 @@ const optionsSchema = z.looseObject({
   address: z.url({ protocol: /^https?$/, error: "must be an http:// or https:// URL" }),
   caFile: z.string().min(1, "must not be empty").optional(),
   token: z.string().min(1, "must not be empty").optional(),
+  tokenFile: z.string().min(1, "must not be empty").optional(),
+  certFile: z.string().min(1, "must not be empty").optional(),
+  keyFile: z.string().min(1, "must not be empty").optional(),
+  tlsServerName: z.string().min(1, "must not be empty").optional(),
   datacenter: z.string().min(1, "must not be empty").optional(),
+  namespace: z.string().min(1, "must not be empty").optional(),
+  partition: z.string().min(1, "must not be empty").optional(),
+  nodeChecks: z.array(z.string().min(1)).optional(),
+  waitMs: z.number().int().min(1).max(MAX_WAIT_MS).optional(),
   timeoutMarginMs: z.number().int().min(0).optional(),
   maxBodyBytes: z.number().int().min(1).optional(),
   key: z
@@ -111,7 +139,13 @@ export class ConsulLeadership<T> {
   constructor(private readonly options: ConsulLeadershipOptions<T>) {
     const checked = optionsSchema.safeParse(options);
     if (!checked.success) throw new InvalidInputError("Consul leadership options", issuesOf(checked.error, options));
-    this.agent = consulAgent(options.address, options.caFile);
+    this.agent = consulAgent(options.address, {
+      ...(options.caFile === undefined ? {} : { caFile: options.caFile }),
+      ...(options.certFile === undefined ? {} : { certFile: options.certFile }),
+      ...(options.keyFile === undefined ? {} : { keyFile: options.keyFile }),
+      ...(options.tlsServerName === undefined ? {} : { tlsServerName: options.tlsServerName }),
+    });
+    const token = options.tokenFile === undefined ? options.token : tokenFromFile(options.tokenFile, (message) => this.logger.error({ key: options.key }, message));
     this.key = options.key;
     this.replica = { ...options.replica };
     this.logger = options.logger;
@@ -122,14 +156,16 @@ export class ConsulLeadership<T> {
       // The client's health settings: KV and session calls do not use them.
       healthy: "passing",
       weights: "meta",
-      waitMs: DEFAULT_WAIT_MS,
+      waitMs: options.waitMs ?? DEFAULT_WAIT_MS,
       agent: this.agent,
-      ...(options.token === undefined ? {} : { token: options.token }),
+      ...(token === undefined ? {} : { token }),
       ...(options.datacenter === undefined ? {} : { datacenter: options.datacenter }),
+      ...(options.namespace === undefined ? {} : { namespace: options.namespace }),
+      ...(options.partition === undefined ? {} : { partition: options.partition }),
       ...(options.timeoutMarginMs === undefined ? {} : { timeoutMarginMs: options.timeoutMarginMs }),
       ...(options.maxBodyBytes === undefined ? {} : { maxBodyBytes: options.maxBodyBytes }),
     });
-    this.api = new ConsulLockApi(client, this.key, DEFAULT_WAIT_MS);
+    this.api = new ConsulLockApi(client, this.key, options.waitMs ?? DEFAULT_WAIT_MS);
   }
 
   start(): void {
@@ -140,11 +176,17 @@ export class ConsulLeadership<T> {
     this.loops = [this.keepSession(signal), this.followKey(signal)];
   }
 
-  /** Leads no more at once, then destroys the session (releasing the key), within a third of the TTL. */
+  /**
+   * Leads no more at once, releases the key (`?release`, so the next leader need not wait out
+   * the lock-delay that a destroyed session would start), then destroys the session; each
+   * within a third of the TTL.
+   */
   async stop(): Promise<void> {
     if (this.stopped) return;
     this.stopped = true;
     const held = this.state.session?.id;
+    const holding = held !== undefined && this.state.key?.holder === held;
+    const carried = this.state.key?.data ?? null;
     this.update(sessionLost(this.state));
     this.controller?.abort(new Error(`leadership on Consul key '${this.key}' stopped`));
     await Promise.all([...this.loops, this.acquiring]);
@@ -152,8 +194,18 @@ export class ConsulLeadership<T> {
     const late = this.state.session?.id;
     this.update(sessionLost(this.state));
     const ids = [...new Set([held, late])].filter((id): id is string => id !== undefined);
+    if (holding) await this.release(held, carried);
     await Promise.all(ids.map((id) => this.destroy(id)));
     this.agent.destroy();
+  }
+
+  private async release(session: string, data: T | null): Promise<void> {
+    try {
+      const released = await this.api.release(session, encodeLeaderValue({ leader: this.replica, data }), requestTimeoutMs(this.timing.sessionTtlMs));
+      if (released) this.logger.info({ replica: this.replica.id, key: this.key, session }, "leadership key released: the next leader need not wait for the lock-delay");
+    } catch (error) {
+      this.logger.warn({ replica: this.replica.id, key: this.key, session, err: error }, "cannot release the leadership key: destroying the session frees it after the lock-delay");
+    }
   }
 
   private async destroy(session: string): Promise<void> {
@@ -204,7 +256,7 @@ export class ConsulLeadership<T> {
       if (lease === null) {
         const sentAt = this.clock.now();
         try {
-          const id = await this.api.createSession({ name: `hafleet-controller ${this.replica.id}`, ttlMs: ttl, lockDelayMs: this.timing.lockDelayMs }, timeoutMs, signal);
+          const id = await this.api.createSession({ name: `hafleet-controller ${this.replica.id}`, ttlMs: ttl, lockDelayMs: this.timing.lockDelayMs, nodeChecks: this.options.nodeChecks ?? [] }, timeoutMs, signal);
           failures = 0;
           this.logger.info({ replica: this.replica.id, key: this.key, session: id }, "Consul session created");
           this.update(sessionConfirmed(this.state, id, sentAt));
@@ -233,8 +285,8 @@ export class ConsulLeadership<T> {
       } catch (error) {
         if (signal.aborted) break;
         failures += 1;
-        retryAt = this.clock.now() + retryDelayMs(failures, ttl, Math.random);
         const leaseEndsIn = leaseEnd(lease, ttl) - this.clock.now();
+        retryAt = this.clock.now() + renewRetryMs(classifyFailure(error), failures, ttl, leaseEndsIn, Math.random);
         this.logger.warn({ replica: this.replica.id, key: this.key, session: lease.id, failures, leaseEndsInMs: leaseEndsIn, err: error }, "cannot renew the Consul session; retrying (no leading past the lease)");
       }
     }
@@ -258,6 +310,8 @@ export class ConsulLeadership<T> {
         answer = await this.api.readKey(sent, signal);
       } catch (error) {
         if (signal.aborted) break;
+        // A proxy cut the held read before Consul answered: read again, nothing failed.
+        if (classifyFailure(error).kind === "idle-cut") continue;
         failures += 1;
         this.logger.warn({ replica: this.replica.id, key: this.key, failures, err: error }, "cannot read the leadership key; retrying");
         await this.clock.sleep(retryDelayMs(failures, this.timing.sessionTtlMs, Math.random), signal);
@@ -309,7 +363,9 @@ export class ConsulLeadership<T> {
         this.logger.warn({ replica: this.replica.id, key: this.key, session: session.id, err: error }, "cannot try for the leadership lock; retrying");
         this.update(acquireDeferred(this.state, this.clock.now(), this.timing));
       }
-      await this.clock.sleep(this.state.acquireNotBefore - this.clock.now(), signal);
+      // A timer may fire a millisecond before Date.now() reaches its end: slept again rather than
+      // taken as "not free", which would end the loop with nobody left to try for a free key.
+      while (!signal.aborted && this.clock.now() < this.state.acquireNotBefore) await this.clock.sleep(Math.max(1, this.state.acquireNotBefore - this.clock.now()), signal);
     }
   }
 

@@ -1,5 +1,5 @@
 import { z } from "zod";
-import { ConsulHttpError, ConsulReplyError, type ConsulCall, type ConsulClient, type ConsulReply } from "../discovery/consul/consul-client.js";
+import { ConsulHttpError, ConsulReplyError, retryAfterMs, type ConsulCall, type ConsulClient, type ConsulReply } from "../discovery/consul/consul-client.js";
 import { ConsulAnswerError, parseConsulIndex, preview } from "../discovery/consul/consul-response.js";
 
 /*
@@ -12,6 +12,12 @@ export interface SessionSpec {
   name: string;
   ttlMs: number;
   lockDelayMs: number;
+  /**
+   * The node checks the session is bound to; empty: none, the TTL alone. Consul's default is
+   * `serfHealth` of the node the request lands on: behind a load-balanced address, an unrelated
+   * node's gossip health would end the leadership.
+   */
+  nodeChecks: readonly string[];
 }
 
 /** The key as one read saw it; `entry` null when the key does not exist. */
@@ -62,7 +68,7 @@ export class ConsulLockApi {
   ) {}
 
   async createSession(spec: SessionSpec, timeoutMs: number, signal: AbortSignal): Promise<string> {
-    const body = JSON.stringify({ Name: spec.name, TTL: goDuration(spec.ttlMs), LockDelay: goDuration(spec.lockDelayMs), Behavior: "release" });
+    const body = JSON.stringify({ Name: spec.name, TTL: goDuration(spec.ttlMs), LockDelay: goDuration(spec.lockDelayMs), Behavior: "release", NodeChecks: spec.nodeChecks });
     const reply = await this.send({ method: "PUT", path: "session/create", body, subject: "a new session", timeoutMs }, signal);
     return parseReply(createdSchema, reply.body, "a new session").ID;
   }
@@ -72,8 +78,19 @@ export class ConsulLockApi {
     const call: ConsulCall = { method: "PUT", path: `session/renew/${encodeURIComponent(id)}`, subject: `renewal of session '${id}'`, timeoutMs };
     const reply = await this.client.call(call, signal);
     if (reply.status === 404) return "gone";
-    if (reply.status !== 200) throw new ConsulHttpError(id, reply.status, reply.body, call.subject);
+    if (reply.status !== 200) throw new ConsulHttpError(id, reply.status, reply.body, call.subject, retryAfterMs(reply.headers["retry-after"]));
     return "renewed";
+  }
+
+  /**
+   * PUT ?release: the key is freed now, with no lock-delay (Consul starts one only when a
+   * session is invalidated), so the next leader need not wait it out. False: not ours any more.
+   */
+  async release(sessionId: string, value: string, timeoutMs: number, signal?: AbortSignal): Promise<boolean> {
+    const subject = `release of key '${this.key}'`;
+    // Consul writes the body as the key's value on a release too: the data is sent again, or it would be lost.
+    const reply = await this.send({ method: "PUT", path: kvPath(this.key), query: { release: sessionId }, body: value, subject, timeoutMs }, signal);
+    return parseReply(verdictSchema, reply.body, subject);
   }
 
   async destroySession(id: string, timeoutMs: number, signal?: AbortSignal): Promise<void> {
@@ -97,7 +114,7 @@ export class ConsulLockApi {
 
   private async send(call: ConsulCall, signal: AbortSignal | undefined): Promise<ConsulReply> {
     const reply = await this.client.call(call, signal);
-    if (reply.status !== 200) throw new ConsulHttpError(call.subject, reply.status, reply.body, call.subject);
+    if (reply.status !== 200) throw new ConsulHttpError(call.subject, reply.status, reply.body, call.subject, retryAfterMs(reply.headers["retry-after"]));
     return reply;
   }
 }

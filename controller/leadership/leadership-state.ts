@@ -96,6 +96,18 @@ export function retryDelayMs(failures: number, sessionTtlMs: number, random: () 
 }
 
 /**
+ * When to try a failed renewal again. Consul's `Retry-After` (429, 503 from its rate limits)
+ * is honoured, but never past half of what is left of the lease: a retry that succeeds
+ * within the TTL keeps the leadership, and one that waited past it would have lost it.
+ */
+export function renewRetryMs(failure: { kind: string; retryAfterMs: number | null }, failures: number, sessionTtlMs: number, leaseLeftMs: number, random: () => number): number {
+  const backoff = retryDelayMs(failures, sessionTtlMs, random);
+  if (failure.retryAfterMs === null) return backoff;
+  const asked = failure.kind === "limited" ? failure.retryAfterMs : Math.max(backoff, failure.retryAfterMs);
+  return Math.max(0, Math.min(asked, Math.floor(leaseLeftMs / 2)));
+}
+
+/**
  * How long to wait after Consul refused an acquire on a key that looked free: Consul tells
  * nobody when a lock-delay ends, so it is polled, a few times per lock-delay, at most every
  * 5 s as Consul's own lock helper does.

@@ -1,13 +1,13 @@
 import { counter, createRegistry, gauge, histogram, renderRegistry, type MetricsSource, type RenderedMetrics } from "../../agent/metrics/metrics-registry.js";
 import type { DiscoveryObserver } from "../discovery/consul/consul-watch.js";
-import { ROLLOUT_PHASES, SYNC_STATES, type SyncState } from "../status/status-schema.js";
+import { DISCOVERY_STATES, ROLLOUT_PHASES, SYNC_STATES, type DiscoveryHealth, type SyncState } from "../status/status-schema.js";
 
 type StateCounts = Readonly<Record<SyncState, number>>;
 
 /** What the gauges read at each scrape. The status API's FleetStatus is one: pass `() => status.status()`. */
 export interface FleetGauges {
   summary: { connected: number; states: StateCounts };
-  backends: ReadonlyArray<{ backend: string; states: StateCounts }>;
+  backends: ReadonlyArray<{ backend: string; states: StateCounts; discovery?: Pick<DiscoveryHealth, "state"> }>;
   rollout: { phase: (typeof ROLLOUT_PHASES)[number]; wave: number } | null;
   frozen: object | null;
 }
@@ -43,6 +43,12 @@ export class ControllerMetrics implements MetricsSource, DiscoveryObserver {
     ["state"],
   );
   private readonly backendAgents = gauge(this.registry, "hafleet_backend_agents", "Agents assigned a backend, by their sync state on that backend.", ["backend", "state"]);
+  private readonly backendDiscovery = gauge(
+    this.registry,
+    "hafleet_backend_discovery",
+    "1 for the state discovery is in for a backend (ok, failing, held by the guard, never-answered), 0 for the others.",
+    ["backend", "state"],
+  );
   private readonly rolloutPhase = gauge(this.registry, "hafleet_rollout_phase", "1 for the phase the rollout is in, 0 for the others; all 0 when no rollout runs.", ["phase"]);
   private readonly rolloutWave = gauge(this.registry, "hafleet_rollout_wave", "The rollout's wave being applied or baked, counted from 0; 0 when no rollout runs (see hafleet_rollout_phase).");
   private readonly frozen = gauge(this.registry, "hafleet_frozen", "1 while the fleet is frozen (the kill switch: nothing is pushed), else 0.");
@@ -118,8 +124,10 @@ export class ControllerMetrics implements MetricsSource, DiscoveryObserver {
     for (const state of SYNC_STATES) this.agents.set({ state }, fleet.summary.states[state]);
     // Reset first: a backend gone from the configuration must not stay at its last counts.
     this.backendAgents.reset();
-    for (const { backend, states } of fleet.backends) {
+    this.backendDiscovery.reset();
+    for (const { backend, states, discovery } of fleet.backends) {
       for (const state of SYNC_STATES) this.backendAgents.set({ backend, state }, states[state]);
+      if (discovery !== undefined) for (const state of DISCOVERY_STATES) this.backendDiscovery.set({ backend, state }, discovery.state === state ? 1 : 0);
     }
     for (const phase of ROLLOUT_PHASES) this.rolloutPhase.set({ phase }, fleet.rollout?.phase === phase ? 1 : 0);
     this.rolloutWave.set(fleet.rollout?.wave ?? 0);

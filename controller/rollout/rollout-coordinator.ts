@@ -44,6 +44,15 @@ export interface CoordinatorOptions {
   fleet(): ConcernedAgent[];
   /** Whether pushes are frozen: no wave is judged while nothing can reach the agents. */
   frozen(): boolean;
+  /** Why an operator keeps this agent out of rollouts (cordon), or null. */
+  cordoned?(agentId: string): string | null;
+  /**
+   * Whether the agent already fails on one of these backends, whatever the version (it
+   * rejects it, or HAProxy drifts from it): said as "rejecting be_app (its error)", else null.
+   */
+  failing?(agentId: string, backends: ReadonlySet<string>): string | null;
+  /** A rollout was rolled back or aborted: its target did not stay (the change log says so). */
+  ended?(rollout: { id: string; target: ReadonlyArray<{ backend: string; version: string }>; reason: string }): void;
   /** Something changed which agents run which side: push what they now lack. */
   changed(): void;
   /** How long after a restart agents get to reconnect before a wave is judged. */
@@ -112,11 +121,29 @@ export class RolloutCoordinator {
     if (running) for (const backend of current.baseline) baseline.set(backend.name, backend);
     for (const { before, after } of changes) if (before !== undefined && !baseline.has(after.name)) baseline.set(after.name, toWire(before));
     const names = new Set([...baseline.keys(), ...changes.map((change) => change.after.name)]);
-    const agents = this.options.fleet().filter((agent) => agent.backends.some((backend) => names.has(backend)));
     const target = changes.map((change) => toWire(change.after));
     if (running) this.options.logger.warn({ rollout: current.id, backends: [...names] }, "rollout replaced by a newer change of its backends");
+    this.start(reason, names, [...baseline.values()], target);
+  }
+
+  /**
+   * Plans and starts a rollout among the connected agents that run its backends, leaving out
+   * the cordoned ones and those already rejecting or drifting on one of its backends: a
+   * change cannot be judged on an agent that was failing before it.
+   */
+  private start(reason: string, names: ReadonlySet<string>, baseline: StagedBackends, target: StagedBackends): void {
+    const agents: ConcernedAgent[] = [];
+    const excluded: Array<{ agent: string; reason: string }> = [];
+    for (const agent of this.options.fleet()) {
+      if (!agent.backends.some((backend) => names.has(backend))) continue;
+      const cordoned = this.options.cordoned?.(agent.id) ?? null;
+      const failing = cordoned === null ? (this.options.failing?.(agent.id, names) ?? null) : null;
+      if (cordoned !== null) excluded.push({ agent: agent.id, reason: `cordoned: ${cordoned}` });
+      else if (failing !== null) excluded.push({ agent: agent.id, reason: `already ${failing}` });
+      else agents.push(agent);
+    }
     const id = `r-${this.clock().toString(36)}-${randomBytes(3).toString("hex")}`;
-    this.set(startRollout({ id, reason, backends: [...names].sort(), agents, baseline: [...baseline.values()], target }, this.context()), "started");
+    this.set(startRollout({ id, reason, backends: [...names].sort(), agents, excluded, baseline, target }, this.context()), "started");
   }
 
   /**
@@ -181,19 +208,34 @@ export class RolloutCoordinator {
     const state = this.state;
     if (state === null) return null;
     const acked = state.waves.map((agents) => agents.filter((agent) => this.acked(agent, state.backends)).length);
-    return rolloutStatus(state, acked);
+    const versions = (backends: StagedBackends) => backends.map((backend) => ({ backend: backend.name, version: backend.version, servers: backend.servers.length }));
+    return rolloutStatus(state, acked, { baseline: versions(state.baseline), target: versions(state.target) });
   }
 
   /** An operator's action; a refused one (resume a completed rollout) returns its reason. */
-  act(action: "pause" | "resume" | "abort" | "rollback"): string | null {
+  act(action: "pause" | "resume" | "abort" | "rollback" | "retry"): string | null {
     if (!this.leading()) return `this replica follows: ask the leading one (${this.options.leadership?.leader() ?? "none elected now"})`;
     const state = this.state;
     if (state === null) return "there is no rollout";
+    if (action === "retry") return this.retry(state);
     const now = this.clock();
     const move: Transition<StagedBackends> =
       action === "pause" ? pause(state, now) : action === "resume" ? resume(state, this.context()) : action === "abort" ? abort(state, now) : rollback(state, now);
     if (!move.ok) return move.error.message;
     this.set(move.state, action);
+    return null;
+  }
+
+  /**
+   * A rolled-back (or aborted) change starts over from its canary, planned afresh among the
+   * agents connected now: the operator fixed what made it fail, or wants to see it again.
+   * A newer change of its backends would have replaced it already: this one is the latest.
+   */
+  private retry(state: Rollout): string | null {
+    if (state.phase !== "rolled-back" && state.phase !== "aborted") return `rollout ${state.id} is ${state.phase}: only a rolled-back or aborted one can be retried`;
+    if (state.target.length === 0) return `rollout ${state.id} has no target to retry`;
+    this.options.logger.warn({ rollout: state.id, backends: state.backends }, "rollout retried by the operator");
+    this.start(`retry of ${state.id}: ${state.reason}`, new Set(state.backends), state.baseline, state.target);
     return null;
   }
 
@@ -227,6 +269,10 @@ export class RolloutCoordinator {
     if (previous?.baseline !== next.baseline) {
       this.stateBaseline = new Map(next.baseline.map((backend) => [backend.name, stateOf(backend)]));
       this.repin();
+    }
+    if ((next.phase === "rolled-back" || next.phase === "aborted") && previous !== null && previous.phase !== next.phase && previous.id === next.id) {
+      const reason = next.haltReason ?? (next.phase === "aborted" ? "aborted by the operator" : "rolled back by the operator");
+      this.options.ended?.({ id: next.id, target: next.target.map((backend) => ({ backend: backend.name, version: backend.version })), reason: `rollout ${next.id}: ${reason}` });
     }
     const last = next.history.at(-1);
     if (last !== undefined && last !== previous?.history.at(-1)) {

@@ -1,6 +1,7 @@
 import type { Logger } from "pino";
 import type { ConsulDiscovery, ControllerConfig } from "../config/controller-config.js";
 import { ConsulLeadership } from "../leadership/consul-leadership.js";
+import { leadershipConnection } from "../leadership/leadership-connection.js";
 import type { Replica } from "../leadership/leader-value.js";
 import { rolloutStateSchema } from "./rollout-state.js";
 import { stagedBackendsSchema, type Rollout, type RolloutCoordinator, type RolloutPersistence } from "./rollout-coordinator.js";
@@ -15,10 +16,8 @@ export type RolloutLeadership = ConsulLeadership<Rollout>;
 
 export function rolloutLeadership(settings: NonNullable<ControllerConfig["leadership"]>, consul: ConsulDiscovery, logger: Logger): RolloutLeadership {
   return new ConsulLeadership({
-    address: consul.address,
-    ...(consul.token === undefined ? {} : { token: consul.token }),
-    ...(consul.datacenter === undefined ? {} : { datacenter: consul.datacenter }),
-    ...(consul.caFile === undefined ? {} : { caFile: consul.caFile }),
+    // The same way to Consul as discovery: address, credentials, datacenter, namespace, partition.
+    ...leadershipConnection(consul, settings),
     key: settings.key,
     sessionTtlMs: settings.sessionTtlMs,
     lockDelayMs: settings.lockDelayMs,

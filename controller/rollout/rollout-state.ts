@@ -118,6 +118,12 @@ export interface RolloutStart<T> {
   backends: string[];
   /** The agents the change concerns, connected now: later ones stay on the baseline until it completes. */
   agents: readonly PlannedAgent[];
+  /**
+   * Agents the change concerns but left out of the waves, with why (cordoned; already
+   * rejecting or drifting on a backend of it, so no fair judge): like late joiners, they stay
+   * on the baseline until it completes. Said in the history.
+   */
+  excluded?: ReadonlyArray<{ agent: string; reason: string }>;
   baseline: T;
   target: T;
 }
@@ -143,15 +149,25 @@ export function startRollout<T>(start: RolloutStart<T>, context: RolloutContext)
     baseline,
     target,
   };
-  if (waves.length === 0) return moved(created, now, { phase: "completed" }, `started (${reason}) and completed at once: no agent to roll out to`);
+  const left = excludedText(start.excluded ?? []);
+  if (waves.length === 0) return moved(created, now, { phase: "completed" }, `started (${reason}) and completed at once: no agent to roll out to${left}`);
   const sizes = waves.map((agents) => agents.length);
   const total = sizes.reduce((sum, size) => sum + size, 0);
   return moved(
     created,
     now,
     { phase: "applying", waveStart: snapshot(created, 0, observe) },
-    `started (${reason}): ${total} agents in ${waves.length} waves of ${sizes.join(", ")}; ${waveLabel(created)} applying`,
+    `started (${reason}): ${total} agents in ${waves.length} waves of ${sizes.join(", ")}; ${waveLabel(created)} applying${left}`,
   );
+}
+
+const EXCLUDED_SHOWN = 10;
+
+function excludedText(excluded: ReadonlyArray<{ agent: string; reason: string }>): string {
+  if (excluded.length === 0) return "";
+  const shown = excluded.slice(0, EXCLUDED_SHOWN).map((entry) => `${entry.agent} (${entry.reason})`).join(", ");
+  const more = excluded.length > EXCLUDED_SHOWN ? ` and ${excluded.length - EXCLUDED_SHOWN} more` : "";
+  return `; left out of the waves, on the baseline until it completes: ${shown}${more}`;
 }
 
 /** Judges the current wave and moves on if it may; any other phase waits for the operator. */
@@ -238,8 +254,13 @@ export function sideOf(state: RolloutState<unknown>, agentId: string): RolloutSi
   return agents.has(agentId) ? "target" : "baseline";
 }
 
-/** The status API's view; `ackedPerWave[i]`: how many agents of wave i run the target now. */
-export function rolloutStatus(state: RolloutState<unknown>, ackedPerWave: readonly number[]): RolloutStatus {
+type Versions = RolloutStatus["baseline"];
+
+/**
+ * The status API's view; `ackedPerWave[i]`: how many agents of wave i run the target now;
+ * `versions`: what the payloads hold, per backend (the payloads are opaque here).
+ */
+export function rolloutStatus(state: RolloutState<unknown>, ackedPerWave: readonly number[], versions: { baseline: Versions; target: Versions } = { baseline: [], target: [] }): RolloutStatus {
   return {
     id: state.id,
     reason: state.reason,
@@ -251,5 +272,7 @@ export function rolloutStatus(state: RolloutState<unknown>, ackedPerWave: readon
     phaseSince: state.phaseSince,
     haltReason: state.haltReason,
     history: state.history,
+    baseline: versions.baseline,
+    target: versions.target,
   };
 }

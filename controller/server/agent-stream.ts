@@ -18,6 +18,8 @@ export interface StreamHost {
    * backends it has simply not read yet.
    */
   holding(): boolean;
+  /** Backends mapped to this agent that discovery has not published yet: never removed from it (default: none). */
+  keeping?(agentId: string, labels: Readonly<Record<string, string>>): ReadonlySet<string>;
   /** The push as wire bytes (see push-encoding.ts). */
   encodePush(push: DesiredPush): Buffer;
   /** Registers the stream; a refusal (the controller is at its limit of agents) says why. */
@@ -63,6 +65,11 @@ export class AgentStream {
   private rateTimer: NodeJS.Timeout | null = null;
   private log: Logger;
 
+  /** When the agent was last heard from on this stream (any message). */
+  get heardAt(): number {
+    return this.lastHeard;
+  }
+
   constructor(
     private readonly call: Call,
     private readonly host: StreamHost,
@@ -92,7 +99,7 @@ export class AgentStream {
       }, token.delayMs);
       return;
     }
-    const push = this.session.nextPush(this.desired(), now);
+    const push = this.session.nextPush(this.desired(), now, this.host.keeping?.(this.session.agentId, this.session.hello.labels));
     if (!push) return;
     this.bucket = token.state;
     this.log.info({ agent: this.session.agentId, version: push.version, nonce: push.nonce, backends: push.backends.map((b) => b.name), removed: push.removedBackends }, "push");

@@ -25,6 +25,8 @@ export interface FleetServerOptions {
   limits: { maxMessageBytes: number; backendsPerAgent: number; pushesPerSecond: number };
   /** Whether the desired state is complete enough to push (default: always). */
   ready?: () => boolean;
+  /** Backends mapped to agents with these labels but not published yet: agents keep them (default: none). */
+  pending?: (labels: Readonly<Record<string, string>>) => ReadonlySet<string>;
   /**
    * How agents connect (see transportFor): one value decides both the credentials and whether
    * each hello is checked against the client certificate, so the two cannot disagree.
@@ -32,6 +34,14 @@ export interface FleetServerOptions {
    */
   transport?: Transport;
 }
+
+/**
+ * Two hosts started with one id replace each other's stream again and again. A stream
+ * replaced while it was alive (heard within two heartbeats) counts; this many in the window
+ * make the id a problem, shown until the window passes without one.
+ */
+const DUPLICATE_WINDOW_MS = 60_000;
+const DUPLICATE_REPLACEMENTS = 2;
 
 /** How long an aged connection's stream may go on once it is told to go (GOAWAY). */
 const MAX_CONNECTION_AGE_GRACE_MS = 30_000;
@@ -76,6 +86,8 @@ export class FleetServer {
   private tls: ServerTls | null = null;
   private frozenState: { since: number; reason: string } | null = null;
   private readonly encoder: PushEncoder;
+  /** Per agent id: when live streams of it were replaced, and the peers involved. */
+  private readonly replacements = new Map<string, { at: number[]; peers: Set<string> }>();
 
   constructor(
     resolve: DesiredResolver,
@@ -102,6 +114,7 @@ export class FleetServer {
     this.host = {
       desiredFor: resolve,
       holding: () => this.frozenState !== null || !(options.ready?.() ?? true),
+      ...(options.pending === undefined ? {} : { keeping: (_agent: string, labels: Readonly<Record<string, string>>) => options.pending!(labels) }),
       encodePush: (push) => encoder.encode(push),
       attach: (stream) => this.attach(stream),
       detach: (stream, reason) => this.detach(stream, reason),
@@ -178,6 +191,48 @@ export class FleetServer {
     return departed !== undefined && departed.since >= this.clock() - this.options.forgetAfterMs ? departed : undefined;
   }
 
+  /**
+   * Drops a departed agent at once (a decommissioned host): it is no longer shown nor waited
+   * for. A connected one is refused with the reason: it would be back at once.
+   */
+  forget(agentId: string): { forgotten: true } | { forgotten: false; reason: string } {
+    if (this.streams.has(agentId)) return { forgotten: false, reason: `agent ${agentId} is connected: stop it first, or it is back at once` };
+    if (!this.departed.delete(agentId)) return { forgotten: false, reason: `no disconnected agent ${agentId} is known to this controller` };
+    this.replacements.delete(agentId);
+    this.options.logger.warn({ agent: agentId }, "agent forgotten by the operator");
+    return { forgotten: true };
+  }
+
+  /**
+   * Whether a connected agent already fails on one of these backends, whatever the version:
+   * a nack that stands, or HAProxy drifting from what it acked (held servers are an
+   * operator's, not a failure). Said as "rejecting be_app (error)" or "drifting on be_app".
+   */
+  failingOn(agentId: string, backends: Iterable<string>): string | null {
+    const stream = this.streams.get(agentId);
+    const session = stream?.session;
+    if (stream === undefined || session === null || session === undefined) return null;
+    for (const backend of backends) {
+      const nack = session.rejection(backend);
+      if (nack !== undefined) return `rejecting ${backend} (${nack.error})`;
+      if (stream.observed?.backends.some((entry) => entry.backend === backend && entry.drift.some((item) => item.state !== "held"))) return `drifting on ${backend}`;
+    }
+    return null;
+  }
+
+  /**
+   * A problem of the id itself: two hosts using it, seen as live streams replacing each
+   * other within the window. null: none.
+   */
+  idProblem(agentId: string): string | null {
+    const seen = this.replacements.get(agentId);
+    if (seen === undefined) return null;
+    const recent = seen.at.filter((at) => at >= this.clock() - DUPLICATE_WINDOW_MS);
+    if (recent.length === 0) this.replacements.delete(agentId);
+    if (recent.length < DUPLICATE_REPLACEMENTS) return null;
+    return `duplicate id: ${seen.peers.size} connections (${[...seen.peers].slice(0, 4).join(", ")}) replaced each other's stream ${recent.length} times in ${DUPLICATE_WINDOW_MS / 1000} s; give each host its own --id`;
+  }
+
   /** Agents whose stream ended within forgetAfterMs, and not back since. */
   disconnected(): DepartedAgent[] {
     const cutoff = this.clock() - this.options.forgetAfterMs;
@@ -231,11 +286,25 @@ export class FleetServer {
       return `this agent's labels select ${backends} backends, over the limit of ${backendsPerAgent} (limits.backendsPerAgent)`;
     }
     // One stream per agent id: the newest wins (the older is most likely a dead connection).
+    if (replaced !== undefined) this.noteReplacement(agent, replaced, stream);
     replaced?.end(grpc.status.ALREADY_EXISTS, "replaced by a newer stream of the same agent");
     this.streams.set(agent, stream);
     this.departed.delete(agent);
     this.events.emit("connected", agent);
     return null;
+  }
+
+  /** A live stream replaced by another of the same id: a reconnect does not look like this, two hosts do. */
+  private noteReplacement(agent: string, replaced: AgentStream, stream: AgentStream): void {
+    const now = this.clock();
+    if (now - replaced.heardAt > 2 * this.options.heartbeatMs) return;
+    const seen = this.replacements.get(agent) ?? { at: [], peers: new Set<string>() };
+    seen.at = [...seen.at.filter((at) => at >= now - DUPLICATE_WINDOW_MS), now];
+    seen.peers.add(replaced.peer).add(stream.peer);
+    if (seen.peers.size > 8) seen.peers = new Set([...seen.peers].slice(-8));
+    this.replacements.set(agent, seen);
+    const problem = this.idProblem(agent);
+    if (problem !== null) this.options.logger.warn({ agent, peers: [...seen.peers] }, problem);
   }
 
   private detach(stream: AgentStream, reason: string): void {

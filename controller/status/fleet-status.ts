@@ -1,4 +1,4 @@
-import type { Name } from "../../agent/model/values.js";
+import { endpointKey, type Name } from "../../agent/model/values.js";
 import type { ObservedReport } from "../../proto/messages.js";
 import type { BackendSync } from "../core/agent-session.js";
 import type { DesiredBackendState } from "../core/desired-store.js";
@@ -8,6 +8,7 @@ import {
   type AgentStatus,
   type BackendStatus,
   type ChangeStatus,
+  type DiscoveryHealth,
   type FleetStatus,
   type RolloutStatus,
   type SyncState,
@@ -36,6 +37,19 @@ export interface AgentView {
   applied: ReadonlyMap<Name, string>;
   observed: ObservedReport | null;
   rolloutSide: "baseline" | "target" | null;
+  /** A problem of the agent itself (a duplicate id), or null. */
+  problem?: string | null;
+  /** Why an operator keeps it out of rollouts, or null. */
+  cordoned?: string | null;
+  /** When it was last heard from. */
+  lastSeenAt?: number | null;
+}
+
+/** Whether an agent serves one endpoint of a backend (`hafleet wait --contains/--lacks`). */
+export interface EndpointQuery {
+  backend: string;
+  /** ADDR:PORT as the agent reports endpoints (endpointKey). */
+  endpoint: string;
 }
 
 export interface StatusInput {
@@ -47,6 +61,17 @@ export interface StatusInput {
   frozen: { since: number; reason: string } | null;
   rollout: RolloutStatus | null;
   changes: readonly ChangeStatus[];
+  /** Every mapped backend, answered by discovery or not: one never answered still gets a row. */
+  mapped?: readonly string[];
+  /** Discovery's health per backend; absent: ok (or, for a backend with no state, never answered). */
+  discovery?: ReadonlyMap<string, DiscoveryHealth>;
+  /** Adds to each agent's row of those backends whether HAProxy serves those endpoints. */
+  endpoints?: readonly EndpointQuery[];
+  /**
+   * Whose agents `agents` holds (default: this replica's). The seam for a fleet-wide view:
+   * a source that merges other replicas' agents into `agents` says so here.
+   */
+  scope?: string;
 }
 
 const RANK = new Map<SyncState, number>(SYNC_STATES.map((state, index) => [state, index]));
@@ -61,9 +86,14 @@ export function isProblem(state: SyncState): boolean {
 }
 
 export function buildFleetStatus(input: StatusInput): FleetStatus {
-  const agents = input.agents.map(agentStatus).sort(byProblemThenId);
+  const agents = input.agents.map((view) => agentStatus(view, input.endpoints)).sort(byProblemThenId);
   const states = emptyCounts();
   for (const agent of agents) states[agent.state]++;
+  const known = new Map(input.backends.map((backend) => [backend.name as string, backend]));
+  const names = [...new Set([...known.keys(), ...(input.mapped ?? [])])];
+  const backends = names
+    .map((name) => backendStatus(name, known.get(name), agents, fleetVersion(name, known.get(name), input.rollout), discoveryOf(name, known.get(name), input.discovery)))
+    .sort((a, b) => compare(a.backend, b.backend));
   return {
     generatedAt: input.now,
     controller: input.controller,
@@ -72,17 +102,50 @@ export function buildFleetStatus(input: StatusInput): FleetStatus {
       connected: agents.filter((agent) => agent.connected).length,
       states,
       inSync: agents.every((agent) => agent.state === "in-sync"),
+      discoveryProblems: backends.filter((backend) => backend.discovery.state !== "ok").length,
+      agentProblems: agents.filter((agent) => agent.problem !== null).length,
+      scope: input.scope ?? "this replica's agents",
     },
     frozen: input.frozen,
     rollout: input.rollout,
-    backends: input.backends.map((backend) => backendStatus(backend, agents)).sort((a, b) => compare(a.backend, b.backend)),
+    backends,
     agents,
     changes: [...input.changes],
   };
 }
 
-export function agentStatus(view: AgentView): AgentStatus {
-  const backends = view.desired.map((backend) => backendOfAgent(view, backend));
+/** Every agent in sync, discovery ok for every backend, no agent with a problem of its own. */
+export function isHealthy(status: FleetStatus): boolean {
+  return status.agents.every((agent) => agent.state === "in-sync" && agent.problem === null) && status.backends.every((backend) => backend.discovery.state === "ok");
+}
+
+/**
+ * The version agents should run now, fleet-wide: discovery's (agents in a rollout's later
+ * waves are behind it until their wave), except after a rollout of the backend was rolled back
+ * or aborted: then every agent is back on the rollout's baseline.
+ */
+export function fleetVersion(name: string, state: DesiredBackendState | undefined, rollout: RolloutStatus | null): { version: string; servers: number } {
+  if (rollout !== null && (rollout.phase === "rolled-back" || rollout.phase === "aborted")) {
+    const baseline = rollout.baseline.find((entry) => entry.backend === name);
+    if (baseline !== undefined) return { version: baseline.version, servers: baseline.servers ?? state?.servers.length ?? 0 };
+  }
+  return { version: state?.version ?? "", servers: state?.servers.length ?? 0 };
+}
+
+function discoveryOf(name: string, state: DesiredBackendState | undefined, health: ReadonlyMap<string, DiscoveryHealth> | undefined): DiscoveryHealth {
+  const known = health?.get(name);
+  if (known !== undefined && known.state !== "ok") return known;
+  if (state?.held) return { state: "held", since: known?.since ?? null, error: state.held };
+  if (state === undefined) return known ?? { state: "never-answered", since: null, error: null };
+  return known ?? { state: "ok", since: null, error: null };
+}
+
+export function agentStatus(view: AgentView, endpoints: readonly EndpointQuery[] = []): AgentStatus {
+  const backends = view.desired.map((backend) => {
+    const entry = backendOfAgent(view, backend);
+    const asked = endpoints.filter((query) => query.backend === backend.name);
+    return asked.length === 0 ? entry : { ...entry, endpoint: asked.map((query) => ({ endpoint: query.endpoint, served: endpointServed(view, backend, query.endpoint) })) };
+  });
   const state = view.departed !== null ? "disconnected" : backends.reduce<SyncState>((worst, backend) => worse(worst, backend.state), "in-sync");
   return {
     agent: view.agent,
@@ -91,7 +154,10 @@ export function agentStatus(view: AgentView): AgentStatus {
     state,
     connected: view.departed === null,
     peer: view.peer,
+    problem: view.problem ?? null,
+    cordoned: view.cordoned ?? null,
     connectedAt: view.connectedAt,
+    lastSeenAt: view.lastSeenAt ?? null,
     disconnectedAt: view.departed?.since ?? null,
     disconnectReason: view.departed?.reason ?? null,
     rolloutSide: view.rolloutSide,
@@ -142,16 +208,42 @@ function observedState(status: AgentBackendStatus, backend: DesiredBackendState,
   return status;
 }
 
-function backendStatus(backend: DesiredBackendState, agents: readonly AgentStatus[]): BackendStatus {
+/**
+ * Whether HAProxy serves `endpoint` on every socket ("all"), some, or none, from the agent's
+ * own report, or null when that cannot be known: not connected, not acked, repairing, or a
+ * report of another version than the one acked (its differences would be from another set).
+ */
+export function endpointServed(view: AgentView, backend: DesiredBackendState, endpoint: string): "all" | "some" | "none" | null {
+  if (view.departed !== null || view.observed === null) return null;
+  const sync = view.sync?.get(backend.name);
+  if (sync?.state !== "synced" || sync.version !== backend.version) return null;
+  if (view.observed.appliedVersions[backend.name] !== backend.version) return null;
+  const entries = view.observed.backends.filter((entry) => entry.backend === backend.name);
+  if (entries.length === 0 || entries.some((entry) => entry.repairing)) return null;
+  const wanted = backend.servers.some((server) => endpointKey(server.address, server.port) === endpoint);
+  let serving = 0;
+  for (const entry of entries) {
+    const states = new Set(entry.drift.filter((drift) => drift.endpoint === endpoint).map((drift) => drift.state));
+    if (states.has("unexpected") || (wanted && !states.has("missing") && !states.has("held"))) serving++;
+  }
+  return serving === entries.length ? "all" : serving === 0 ? "none" : "some";
+}
+
+function backendStatus(name: string, backend: DesiredBackendState | undefined, agents: readonly AgentStatus[], fleet: { version: string; servers: number }, discovery: DiscoveryHealth): BackendStatus {
+  const { version } = fleet;
   const states = emptyCounts();
   let assigned = 0;
+  let inSync = 0;
+  let behind = 0;
   for (const agent of agents) {
-    const entry = agent.backends.find((candidate) => candidate.backend === backend.name);
+    const entry = agent.backends.find((candidate) => candidate.backend === name);
     if (entry === undefined) continue;
     assigned++;
     states[entry.state]++;
+    if (entry.desiredVersion !== version) behind++;
+    else if (entry.state === "in-sync") inSync++;
   }
-  return { backend: backend.name, version: backend.version, servers: backend.servers.length, inSync: states["in-sync"], agents: assigned, states, held: backend.held };
+  return { backend: name, version, servers: fleet.servers, inSync, agents: assigned, behind, states, held: backend?.held ?? null, discovery };
 }
 
 export interface StatusFilter {
@@ -159,19 +251,31 @@ export interface StatusFilter {
   backend?: string;
   /** Only agents (and their backends) that are not in sync. */
   problems?: boolean;
+  /** Only agents with all these labels. */
+  selector?: Readonly<Record<string, string>>;
 }
 
-/** The same status narrowed to an agent, a backend, or the problems; the summary stays whole. */
+/**
+ * The same status narrowed to an agent, a backend, a selector, or the problems; the summary
+ * stays whole. With an agent or a backend named, `matched` says whether anything has that name.
+ */
 export function filterStatus(status: FleetStatus, filter: StatusFilter): FleetStatus {
+  const selector = Object.entries(filter.selector ?? {});
   const agents = status.agents
     .filter((agent) => filter.agent === undefined || agent.agent === filter.agent)
+    .filter((agent) => selector.every(([key, value]) => agent.labels[key] === value))
     .map((agent) => ({
       ...agent,
       backends: agent.backends.filter((backend) => (filter.backend === undefined || backend.backend === filter.backend) && (!filter.problems || isProblem(backend.state) || agent.state === "disconnected")),
     }))
-    .filter((agent) => (filter.backend === undefined || agent.backends.length > 0) && (!filter.problems || isProblem(agent.state)));
+    .filter((agent) => (filter.backend === undefined || agent.backends.length > 0) && (!filter.problems || isProblem(agent.state) || agent.problem !== null));
   const backends = status.backends.filter((backend) => filter.backend === undefined || backend.backend === filter.backend);
-  return { ...status, agents, backends };
+  if (filter.agent === undefined && filter.backend === undefined) return { ...status, agents, backends };
+  const matched = {
+    agents: status.agents.filter((agent) => filter.agent === undefined || agent.agent === filter.agent).length,
+    backends: filter.backend === undefined ? status.backends.length : backends.length,
+  };
+  return { ...status, agents, backends, matched };
 }
 
 function emptyCounts(): Record<SyncState, number> {
@@ -179,7 +283,7 @@ function emptyCounts(): Record<SyncState, number> {
 }
 
 function byProblemThenId(a: AgentStatus, b: AgentStatus): number {
-  return RANK.get(a.state)! - RANK.get(b.state)! || compare(a.agent, b.agent);
+  return Number(b.problem !== null) - Number(a.problem !== null) || RANK.get(a.state)! - RANK.get(b.state)! || compare(a.agent, b.agent);
 }
 
 function compare(a: string, b: string): number {

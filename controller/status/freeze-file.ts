@@ -1,8 +1,9 @@
-import { readFile, rm } from "node:fs/promises";
+import { rm } from "node:fs/promises";
 import { join } from "node:path";
 import { z } from "zod";
 import { writeFileAtomic } from "../../agent/files/write-file-atomic.js";
 import { parseJsonWith } from "../../agent/model/validate.js";
+import { readStateFile } from "../core/state-file.js";
 
 /*
  * The kill switch outlives the controller: a fleet frozen because something is wrong must not
@@ -17,14 +18,8 @@ const FILE = "freeze.json";
 /** The stored freeze, or null. A file that cannot be read or parsed throws: better not to start than to unfreeze by accident. */
 export async function loadFreeze(stateDir: string): Promise<Freeze | null> {
   const path = join(stateDir, FILE);
-  let text: string;
-  try {
-    text = await readFile(path, "utf8");
-  } catch (error) {
-    if ((error as NodeJS.ErrnoException).code === "ENOENT") return null;
-    throw error;
-  }
-  return parseJsonWith(freezeSchema, text, path);
+  const text = await readStateFile(path);
+  return text === null ? null : parseJsonWith(freezeSchema, text, path);
 }
 
 export async function saveFreeze(stateDir: string, freeze: Freeze | null): Promise<void> {

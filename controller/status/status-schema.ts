@@ -43,6 +43,11 @@ export const agentBackendStatusSchema = z.object({
   drift: z.array(serverDriftSchema),
   /** Servers ready in HAProxy, summed over the agent's sockets (null: not reported yet). */
   serving: z.number().int().min(0).nullable(),
+  /**
+   * Asked for with ?endpoint=: whether HAProxy serves it, on every socket, some or none, from
+   * the agent's own report; null when that is not known (not acked, no report, repairing).
+   */
+  endpoint: z.array(z.object({ endpoint: z.string(), served: z.enum(["all", "some", "none"]).nullable() })).optional(),
 });
 export type AgentBackendStatus = z.infer<typeof agentBackendStatusSchema>;
 
@@ -54,7 +59,16 @@ export const agentStatusSchema = z.object({
   connected: z.boolean(),
   /** The stream's peer address while connected, else the last one. */
   peer: z.string(),
+  /**
+   * Something wrong with the agent itself rather than a backend: two hosts using its id (each
+   * new stream replaces the other's). null: nothing.
+   */
+  problem: z.string().nullable().default(null),
+  /** An operator keeps it out of rollouts ('hafleet cordon'): the reason given, else null. */
+  cordoned: z.string().nullable().default(null),
   connectedAt: z.number(),
+  /** When the agent was last heard from (any message; heartbeats every agents.heartbeatMs); null: not known. */
+  lastSeenAt: z.number().nullable().default(null),
   disconnectedAt: z.number().nullable(),
   disconnectReason: z.string().nullable(),
   /** The rollout side this agent is on, when a rollout runs. */
@@ -63,22 +77,54 @@ export const agentStatusSchema = z.object({
 });
 export type AgentStatus = z.infer<typeof agentStatusSchema>;
 
+/**
+ * What discovery said of a backend last: ok; failing (since when, the error: the last good set
+ * stands); held (an answer the guard refused); never-answered (nothing is known of it yet, so
+ * nothing of it is pushed).
+ */
+export const DISCOVERY_STATES = ["never-answered", "failing", "held", "ok"] as const;
+export const discoveryHealthSchema = z.object({
+  state: z.enum(DISCOVERY_STATES),
+  /** failing: since the first failure in a row; held: since the guard held; ok: since the last answer. */
+  since: z.number().nullable(),
+  error: z.string().nullable(),
+});
+export type DiscoveryHealth = z.infer<typeof discoveryHealthSchema>;
+
 export const backendStatusSchema = z.object({
   backend: z.string(),
-  /** The fleet-wide desired version (the target's, during a rollout of this backend). */
+  /**
+   * The version agents should run now, fleet-wide: the target's during a rollout of this
+   * backend (the fleet is on its way there), the baseline's after a rollback or an abort;
+   * "" while discovery has never answered for it.
+   */
   version: z.string(),
   servers: z.number().int().min(0),
-  /** Agents assigned this backend that run the desired version: "612/640 in sync". */
+  /** Agents assigned this backend in sync on `version`: "612/640 in sync". */
   inSync: z.number().int().min(0),
   agents: z.number().int().min(0),
+  /** Of those, agents told to run another version for now: a rollout's later waves. */
+  behind: z.number().int().min(0).default(0),
   states: countsSchema,
   /** Why discovery's last answer was not taken (the last good set stands), or null. */
   held: z.string().nullable(),
+  discovery: discoveryHealthSchema.default({ state: "ok", since: null, error: null }),
 });
 export type BackendStatus = z.infer<typeof backendStatusSchema>;
 
+/**
+ * How a change ended: converging (not yet); converged (every agent it was for acked it);
+ * rolled-back (its rollout halted and went back, or an operator rolled it back); superseded
+ * (a newer change of its backends came first); failed (an agent rejected it); unknown (the
+ * controller restarted before it ended: what happened since is not known).
+ */
+export const CHANGE_OUTCOMES = ["converging", "converged", "rolled-back", "superseded", "failed", "unknown"] as const;
+
 export const changeStatusSchema = z.object({
   at: z.number(),
+  outcome: z.enum(CHANGE_OUTCOMES).default("converging"),
+  /** Why it ended so (the rollout's reason, the agent's error, the newer change), or null. */
+  outcomeDetail: z.string().nullable().default(null),
   backends: z.array(z.object({ backend: z.string(), version: z.string() })),
   /** Agents that were to receive the change, and how many have acked it. */
   agents: z.number().int().min(0),
@@ -104,6 +150,9 @@ export const rolloutStatusSchema = z.object({
   phaseSince: z.number(),
   haltReason: z.string().nullable(),
   history: z.array(z.object({ at: z.number(), event: z.string() })),
+  /** The versions the rollout moves between, per backend: agents in its waves get the target. */
+  baseline: z.array(z.object({ backend: z.string(), version: z.string(), servers: z.number().int().min(0).optional() })).default([]),
+  target: z.array(z.object({ backend: z.string(), version: z.string(), servers: z.number().int().min(0).optional() })).default([]),
 });
 export type RolloutStatus = z.infer<typeof rolloutStatusSchema>;
 
@@ -121,7 +170,18 @@ export const fleetStatusSchema = z.object({
     states: countsSchema,
     /** Every known agent in sync on every backend. */
     inSync: z.boolean(),
+    /** Backends whose discovery is not ok (failing, held, never answered). */
+    discoveryProblems: z.number().int().min(0).default(0),
+    /** Agents with a problem of their own (a duplicate id). */
+    agentProblems: z.number().int().min(0).default(0),
+    /**
+     * What this status covers: this replica's agents only (each replica knows the agents
+     * connected to it; the cross-replica view is not built yet).
+     */
+    scope: z.string().default("this replica's agents"),
   }),
+  /** With ?agent= or ?backend=: how many matched before any other filter (0: nothing by that name). */
+  matched: z.object({ agents: z.number().int().min(0), backends: z.number().int().min(0) }).optional(),
   /** The kill switch: while set, nothing is pushed anywhere. */
   frozen: z.object({ since: z.number(), reason: z.string() }).nullable(),
   rollout: rolloutStatusSchema.nullable(),

@@ -2,8 +2,8 @@ import type { DesiredStore } from "../core/desired-store.js";
 import type { AgentStream } from "../server/agent-stream.js";
 import type { DepartedAgent, FleetServer } from "../server/fleet-server.js";
 import { ChangeLog } from "./change-log.js";
-import { agentStatus, buildFleetStatus, type AgentView } from "./fleet-status.js";
-import type { AgentStatus, FleetStatus, RolloutStatus } from "./status-schema.js";
+import { agentStatus, buildFleetStatus, type AgentView, type EndpointQuery } from "./fleet-status.js";
+import type { AgentStatus, DiscoveryHealth, FleetStatus, RolloutStatus } from "./status-schema.js";
 
 export interface StatusSources {
   server: FleetServer;
@@ -14,6 +14,12 @@ export interface StatusSources {
   controller: { version: string; startedAt: number };
   /** Absent: no leadership configured. */
   rolloutLeader?: () => string | null;
+  /** Every mapped backend's name: one discovery never answered for still gets a row. */
+  mapped?: readonly string[];
+  /** Discovery's health per backend. */
+  discovery?: () => ReadonlyMap<string, DiscoveryHealth>;
+  /** Why an operator keeps the agent out of rollouts, or null. */
+  cordoned?: (agentId: string) => string | null;
   clock: () => number;
 }
 
@@ -31,10 +37,14 @@ export class StatusService {
   /** A desired-state change of these backends: recorded with the agents it is for. */
   changed(backends: readonly string[]): void {
     const states = this.sources.store.all().filter((state) => backends.includes(state.name));
+    const versions = new Map(states.map((state) => [state.name as string, state.version]));
     const agents = new Map<string, string[]>();
     for (const stream of this.sources.server.connected()) {
       if (stream.session === null) continue;
-      agents.set(stream.session.agentId, stream.desired().map((backend) => backend.name));
+      // An agent that already runs the new version (a restarted controller's first answer) acks
+      // nothing: waiting for it would leave the change "converging" for ever.
+      const applied = stream.session.appliedVersions();
+      agents.set(stream.session.agentId, stream.desired().filter((backend) => applied.get(backend.name) !== versions.get(backend.name)).map((backend) => backend.name));
     }
     this.changes.recorded(this.sources.clock(), states.map((state) => ({ backend: state.name, version: state.version })), agents);
   }
@@ -48,7 +58,7 @@ export class StatusService {
     return departed === undefined ? undefined : agentStatus(this.departedView(departed));
   }
 
-  status(): FleetStatus {
+  status(query: { endpoints?: readonly EndpointQuery[] } = {}): FleetStatus {
     const { server, store, clock } = this.sources;
     const views = [...server.connected().map((stream) => this.connectedView(stream)), ...server.disconnected().map((departed) => this.departedView(departed))];
     return buildFleetStatus({
@@ -59,6 +69,9 @@ export class StatusService {
       frozen: server.frozen,
       rollout: this.sources.rollout(),
       changes: this.changes.list(),
+      ...(this.sources.mapped === undefined ? {} : { mapped: this.sources.mapped }),
+      ...(this.sources.discovery === undefined ? {} : { discovery: this.sources.discovery() }),
+      ...(query.endpoints === undefined ? {} : { endpoints: query.endpoints }),
     });
   }
 
@@ -77,6 +90,9 @@ export class StatusService {
       applied: session.appliedVersions(),
       observed: stream.observed,
       rolloutSide: this.sources.rolloutSide(session.agentId),
+      problem: this.sources.server.idProblem(session.agentId),
+      lastSeenAt: stream.heardAt,
+      cordoned: this.sources.cordoned?.(session.agentId) ?? null,
     };
   }
 
@@ -94,6 +110,9 @@ export class StatusService {
       applied: departed.applied,
       observed: departed.observed,
       rolloutSide: this.sources.rolloutSide(hello.agentId),
+      problem: this.sources.server.idProblem(hello.agentId),
+      lastSeenAt: departed.since,
+      cordoned: this.sources.cordoned?.(hello.agentId) ?? null,
     };
   }
 }

@@ -1,6 +1,6 @@
 import http from "node:http";
 import { afterEach, describe, expect, it } from "vitest";
-import { AgentApi, instance, parseGoDuration, startConsulEmulator, type ConsulEmulator, type ConsulEmulatorOptions } from "./consul-emulator.js";
+import { accessorOf, AgentApi, instance, parseGoDuration, startConsulEmulator, type ConsulEmulator, type ConsulEmulatorOptions } from "./consul-emulator.js";
 
 let emulator: ConsulEmulator | undefined;
 afterEach(async () => {
@@ -449,16 +449,18 @@ describe("the emulated sessions", () => {
   });
 
   it("needs the management token for sessions and keys; session info is filtered instead", async () => {
-    await start({ token: "root", readTokens: { "only-web": ["web"] } });
-    expect(await put("/v1/session/create", "{}")).toMatchObject({ status: 403, text: "Permission denied" });
-    expect(await put("/v1/session/create", "{}", { "X-Consul-Token": "only-web" })).toMatchObject({ status: 403, text: "Permission denied" });
+    const { consul } = await start({ token: "root", readTokens: { "only-web": ["web"] } });
+    // Consul's acl.PermissionDeniedError: the token's AccessorID (the anonymous token's is fixed), the permission, the resource.
+    const anonymous = "00000000-0000-0000-0000-000000000002";
+    expect(await put("/v1/session/create", "{}")).toMatchObject({ status: 403, text: `Permission denied: token with AccessorID '${anonymous}' lacks permission 'session:write' on "${consul.nodeName}"` });
+    expect(await put("/v1/session/create", "{}", { "X-Consul-Token": "only-web" })).toMatchObject({ status: 403, text: `Permission denied: token with AccessorID '${accessorOf("only-web")}' lacks permission 'session:write' on "${consul.nodeName}"` });
     expect(await put("/v1/session/create", "{}", { "X-Consul-Token": "wrong" })).toMatchObject({ status: 403, text: "ACL not found" });
     const created = await put("/v1/session/create", "{}", { "X-Consul-Token": "root" });
     const id = (JSON.parse(created.text) as { ID: string }).ID;
     expect(await get(`/v1/session/info/${id}`)).toMatchObject({ status: 200, text: "[]" });
     expect(JSON.parse((await get(`/v1/session/info/${id}`, { "X-Consul-Token": "root" })).text)).toMatchObject([{ ID: id }]);
-    expect(await get("/v1/kv/leader")).toMatchObject({ status: 403, text: "Permission denied" });
-    expect(await put("/v1/kv/leader", "x", { "X-Consul-Token": "only-web" })).toMatchObject({ status: 403, text: "Permission denied" });
+    expect(await get("/v1/kv/leader")).toMatchObject({ status: 403, text: `Permission denied: token with AccessorID '${anonymous}' lacks permission 'key:read' on "leader"` });
+    expect(await put("/v1/kv/leader", "x", { "X-Consul-Token": "only-web" })).toMatchObject({ status: 403, text: `Permission denied: token with AccessorID '${accessorOf("only-web")}' lacks permission 'key:write' on "leader"` });
     expect(await put("/v1/kv/leader", "x", { "X-Consul-Token": "root" })).toMatchObject({ status: 200, text: "true" });
   });
 });
@@ -565,9 +567,10 @@ describe("the emulated KV store", () => {
     await put("/v1/kv/elsewhere", "x");
     await sleep(150);
     expect(consul.heldQueries).toBe(1);
-    // Consul's index for a key is its table's: a fresh read at the old index answers at once.
-    const fresh = await get(`/v1/kv/leader?index=${first.index}&wait=5s`);
-    expect(Number(fresh.index)).toBeGreaterThan(Number(first.index));
+    // Consul answers a key with its own ModifyIndex (kvs_endpoint.go), not the table's: another key's write moves nothing.
+    const fresh = await get(`/v1/kv/leader?index=${Number(first.index) - 1}&wait=5s`);
+    expect(fresh.index).toBe(first.index);
+    expect(Number(first.index)).toBe((JSON.parse(first.text) as Array<{ ModifyIndex: number }>)[0]!.ModifyIndex);
 
     await put("/v1/kv/leader", "v2");
     const second = await blocked;

@@ -1,6 +1,7 @@
-import { randomUUID } from "node:crypto";
+import { createHash, randomUUID } from "node:crypto";
 import http from "node:http";
 import type { AddressInfo, Socket } from "node:net";
+import { gzipSync } from "node:zlib";
 
 /**
  * An in-process stand-in for the parts of Consul's HTTP API that hafleet uses, following
@@ -27,10 +28,22 @@ import type { AddressInfo, Socket } from "node:net";
  *   time is tested against the worst case. Invalidation releases (or deletes) every key the
  *   session holds at one index and starts each key's lock-delay. Info does not block;
  * - KV (`/v1/kv/:key`): GET (blocking like health, woken only by a change of that key, and
- *   answering with the index of the last KV write of any key, as Consul's table index does;
- *   404 with the index when absent; `?raw`), PUT with `?acquire`, `?release`, `?cas`,
+ *   answering with the entry's ModifyIndex, as Consul does for one key (kvs_endpoint.go);
+ *   404 with the KV table's index when absent; `?raw`), PUT with `?acquire`, `?release`, `?cas`,
  *   `?flags` (true/false; an acquire is refused during the key's lock-delay), DELETE (with
  *   `?cas`). `?recurse` and `?keys` are refused as not emulated.
+ * - limits: `limits.http_max_conns_per_client` (200 by default): a connection past it from the
+ *   same IP gets Consul's raw 429 "Your IP is issuing too many concurrent connections, please
+ *   rate limit your calls" and is closed; 429 and 503 with `Retry-After` as faults;
+ * - consistency: `?stale` answers with the configured `X-Consul-LastContact` (a follower's),
+ *   `?consistent` and the default with 0; `X-Consul-KnownLeader` as set;
+ * - Enterprise and peering: instances carry a namespace, partition and peer (registered with
+ *   `Namespace`, `Partition` and, emulator only, `PeerName`); `?ns`, `?partition`, `?peer`
+ *   select them; `?filter` understands `Sel == "v"`, `Sel != "v"`, `"v" in Sel`,
+ *   `"v" not in Sel`, joined by `and`; other forms get Consul's 400;
+ * - `Accept-Encoding: gzip` compresses any answer, as Consul's gziphandler does (no minimum);
+ * - denials with Consul's bodies: "ACL not found" for an unknown token, "Permission denied:
+ *   token with AccessorID '...' lacks permission 'key:read' on \"a/b\"" for the rest.
  * Faults are injected from tests: failNext, resetIndex, respondWith, delay, setNodeHealth,
  * expireSession. failNext and delay take a scope: health (default), session or kv, and one
  * service, session id or key.
@@ -50,6 +63,12 @@ export interface ConsulEmulatorOptions {
   random?: () => number;
   /** Consul's `session_ttl_min` (10 s): tests lower it to keep sessions short. */
   sessionTtlMinMs?: number;
+  /** Consul's `limits.http_max_conns_per_client` (default 200). */
+  maxConnsPerClient?: number;
+  /** Other datacenters this one has a path to (WAN-joined): `?dc=` for one of them answers, any other is 500 "No path to datacenter". */
+  otherDatacenters?: readonly string[];
+  /** Sameness groups: their members in failover order, "" for this cluster, else a peer's name. */
+  samenessGroups?: Record<string, readonly string[]>;
 }
 
 /** Which API a fault or a delay hits. */
@@ -62,6 +81,8 @@ export interface FaultScope {
   target?: string;
   /** Faults only: requests of this method alone (a key's reads, not its writes). */
   method?: "GET" | "PUT" | "DELETE";
+  /** Faults only: sent as `Retry-After` (Consul's rate limiter sends it with 429 and 503). */
+  retryAfter?: string;
 }
 
 export interface RespondWithOptions {
@@ -89,11 +110,18 @@ interface Fault {
   method: string | null;
   chunked: boolean;
   cutAfter: number | null;
+  retryAfter: string | null;
 }
 
 interface ServiceRecord {
   ID: string;
   Service: string;
+  Namespace: string;
+  Partition: string;
+  PeerName: string;
+  /** Emulator only: the datacenter the instance is in (registered with `Datacenter`). */
+  Datacenter: string;
+  TaggedAddresses: Record<string, { Address: string; Port: number }> | null;
   Tags: string[];
   Address: string;
   Meta: Record<string, string>;
@@ -197,7 +225,17 @@ export class ConsulEmulator {
   private readonly delays = new Map<string, number>();
   private faults: Fault[] = [];
   private globalIndex = 0;
+  /** The index of the last catalog write (nodes, services, checks): what a missing service answers with. */
+  private catalogIndex = 0;
   private kvIndex = 0;
+  private readonly grants = new Map<string, Set<string>>();
+  private readonly perClient = new Map<string, number>();
+  private lastContactMs = 0;
+  private knownLeader = true;
+  /** Connections refused by the per-client limit. */
+  refusedConnections = 0;
+  /** Every session request, with its time and the status answered: to check when a client retries. */
+  readonly sessionLog: { operation: string; id: string; at: number; status: number }[] = [];
   private sessionsIndex = 0;
   private extinctionIndex = 0;
   private closed = false;
@@ -205,7 +243,7 @@ export class ConsulEmulator {
   /** Every HTTP request received. */
   requestCount = 0;
   /** Every health query, in order, as asked: to check what a client sends back. */
-  readonly queryLog: { service: string; index: string | null; wait: string | null; passing: string | null; tags: string[] }[] = [];
+  readonly queryLog: { service: string; index: string | null; wait: string | null; passing: string | null; tags: string[]; consistency: "default" | "stale" | "consistent"; params: Record<string, string>; gzip: boolean }[] = [];
 
   constructor(private readonly options: ConsulEmulatorOptions) {
     this.datacenter = options.datacenter ?? "dc1";
@@ -221,10 +259,23 @@ export class ConsulEmulator {
     });
     this.server.on("connection", (socket) => {
       this.sockets.add(socket);
-      socket.on("close", () => this.sockets.delete(socket));
+      // Consul's connlimit: past the limit, a raw 429 and the connection closed, before any request is read.
+      const client = socket.remoteAddress ?? "";
+      const open = (this.perClient.get(client) ?? 0) + 1;
+      this.perClient.set(client, open);
+      socket.on("close", () => {
+        this.sockets.delete(socket);
+        this.perClient.set(client, (this.perClient.get(client) ?? 1) - 1);
+      });
+      if (open > (this.options.maxConnsPerClient ?? 200)) {
+        this.refusedConnections += 1;
+        const message = "Your IP is issuing too many concurrent connections, please rate limit your calls\n";
+        socket.end(`HTTP/1.1 429 Too Many Requests\r\nContent-Type: text/plain\r\nContent-Length: ${Buffer.byteLength(message)}\r\nConnection: close\r\n\r\n${message}`);
+      }
     });
     // The node joins the catalog with its serf check, as an agent does on start.
     this.globalIndex = 5;
+    this.catalogIndex = 5;
     this.checks.set(SERF_CHECK, this.newCheck({ CheckID: SERF_CHECK, Name: "Serf Health Status", Status: "passing", Output: "Agent alive and reachable", CreateIndex: 5, ModifyIndex: 5 }));
   }
 
@@ -262,7 +313,8 @@ export class ConsulEmulator {
   serviceIndex(service: string): number {
     const name = service.toLowerCase();
     const hasInstances = [...this.services.values()].some((record) => record.Service.toLowerCase() === name);
-    const index = hasInstances ? (this.serviceIndexes.get(name) ?? this.globalIndex) : this.extinctionIndex > 0 ? this.extinctionIndex : this.globalIndex;
+    // A KV write or a session moves the raft index, not the catalog's: Consul's fallback is the catalog tables' index.
+    const index = hasInstances ? (this.serviceIndexes.get(name) ?? this.catalogIndex) : this.extinctionIndex > 0 ? this.extinctionIndex : this.catalogIndex;
     // Consul never answers a blocking endpoint with an index below 1.
     return Math.max(1, index);
   }
@@ -286,7 +338,31 @@ export class ConsulEmulator {
    */
   failNext(count: number, status = 500, body = "No cluster leader", scope: FaultScope = {}): void {
     const { endpoint, target } = faultTarget(scope);
-    this.addFault({ kind: "fail", status, body: Buffer.from(body), index: null, remaining: count, endpoint, target, method: scope.method ?? null, chunked: false, cutAfter: null });
+    this.addFault({ kind: "fail", status, body: Buffer.from(body), index: null, remaining: count, endpoint, target, method: scope.method ?? null, chunked: false, cutAfter: null, retryAfter: scope.retryAfter ?? null });
+  }
+
+  /** A read token may now read `service` too, as an operator updating its policy would. */
+  grant(token: string, service: string): void {
+    const readable = this.options.readTokens?.[token];
+    if (readable === undefined) throw new Error(`no read token ${token}`);
+    const granted = this.grants.get(token) ?? new Set<string>();
+    granted.add(service.toLowerCase());
+    this.grants.set(token, granted);
+  }
+
+  /** What `?stale` reads report as `X-Consul-LastContact`: how long ago the answering follower heard from the leader. */
+  setLastContact(ms: number): void {
+    this.lastContactMs = ms;
+  }
+
+  /** `X-Consul-KnownLeader` (false during an election). */
+  setKnownLeader(known: boolean): void {
+    this.knownLeader = known;
+  }
+
+  /** Connections open now from one client IP (default: the loopback the tests use). */
+  connectionsFrom(ip = "127.0.0.1"): number {
+    return this.perClient.get(ip) ?? this.perClient.get(`::ffff:${ip}`) ?? 0;
   }
 
   /** Drops every pending failNext and respondWith. */
@@ -307,6 +383,7 @@ export class ConsulEmulator {
       method: null,
       chunked: options.chunked ?? false,
       cutAfter: options.cutAfter ?? null,
+      retryAfter: null,
     });
   }
 
@@ -328,6 +405,7 @@ export class ConsulEmulator {
    */
   resetIndex(to = 1): void {
     this.globalIndex = to;
+    this.catalogIndex = Math.min(this.catalogIndex, to);
     this.extinctionIndex = Math.min(this.extinctionIndex, to);
     this.kvIndex = Math.min(this.kvIndex, to);
     for (const [name, index] of this.serviceIndexes) this.serviceIndexes.set(name, Math.min(index, to));
@@ -377,7 +455,7 @@ export class ConsulEmulator {
       const match = pattern.exec(path);
       if (match === null) continue;
       if (request.method !== "PUT") throw new HttpFailure(405, `method ${request.method} not allowed`);
-      if (token.kind !== "management") throw new HttpFailure(403, "Permission denied");
+      if (token.kind !== "management") throw denied(token, "service", "write", null);
       const text = await readBody(request);
       run(match, text.trim() === "" ? null : parseJsonBody(text));
       send(response, 200, "");
@@ -393,7 +471,7 @@ export class ConsulEmulator {
     if (secret === "") return { kind: "anonymous" };
     if (secret === this.options.token) return { kind: "management" };
     const readable = this.options.readTokens?.[secret];
-    if (readable !== undefined) return { kind: "read", services: new Set(readable.map((name) => name.toLowerCase())) };
+    if (readable !== undefined) return { kind: "read", accessor: accessorOf(secret), services: new Set([...readable.map((name) => name.toLowerCase()), ...(this.grants.get(secret) ?? [])]) };
     throw new HttpFailure(403, "ACL not found");
   }
 
@@ -401,7 +479,8 @@ export class ConsulEmulator {
     const name = service.toLowerCase();
     this.queriesByService.set(name, (this.queriesByService.get(name) ?? 0) + 1);
     const params = url.searchParams;
-    this.queryLog.push({ service, index: params.get("index"), wait: params.get("wait"), passing: params.get("passing"), tags: params.getAll("tag") });
+    const consistency = params.has("consistent") ? "consistent" : params.has("stale") ? "stale" : "default";
+    this.queryLog.push({ service, index: params.get("index"), wait: params.get("wait"), passing: params.get("passing"), tags: params.getAll("tag"), consistency, params: Object.fromEntries(params), gzip: acceptsGzip(response) });
     const delayMs = this.delayFor("health", name);
     if (delayMs > 0) await sleep(delayMs);
     if (this.closed || response.destroyed) return;
@@ -415,7 +494,14 @@ export class ConsulEmulator {
     const minIndex = parseIndex(url.searchParams.get("index"));
     const waitMs = parseWait(url.searchParams.get("wait"));
 
-    const answer = () => this.answerHealth(name, tags, passing, token, response);
+    if (params.has("stale") && params.has("consistent")) throw new HttpFailure(400, "Cannot specify ?stale with ?consistent, conflicting semantics.");
+    const group = params.get("sameness-group");
+    if (group !== null && params.has("peer")) throw new HttpFailure(400, "Cannot specify both peer and sameness-group");
+    const members = group === null ? null : this.options.samenessGroups?.[group];
+    if (group !== null && members === undefined) throw new HttpFailure(500, `sameness group "${group}" not found`);
+    const scope = { ns: params.get("ns") || "default", partition: params.get("partition") || "default", peer: params.get("peer") ?? "", dc: params.get("dc") || this.datacenter, members: members ?? null };
+    const filter = params.has("filter") ? parseFilter(params.get("filter") ?? "") : null;
+    const answer = () => this.answerHealth(name, tags, passing, token, response, { ...scope, filter, consistency });
     if (minIndex === 0 || this.serviceIndex(name) > minIndex) return answer();
     await this.hold({ endpoint: "health", target: name, changed: () => this.serviceIndex(name) > minIndex }, waitMs, response, answer);
   }
@@ -434,7 +520,7 @@ export class ConsulEmulator {
 
   private checkDatacenter(url: URL): void {
     const dc = url.searchParams.get("dc");
-    if (dc !== null && dc !== "" && dc !== this.datacenter) throw new HttpFailure(500, "No path to datacenter");
+    if (dc !== null && dc !== "" && dc !== this.datacenter && !(this.options.otherDatacenters ?? []).includes(dc)) throw new HttpFailure(500, "No path to datacenter");
   }
 
   /** A blocking query: answers when what it watches changes, a fault comes, or `wait` (plus jitter) runs out. */
@@ -465,12 +551,15 @@ export class ConsulEmulator {
     });
   }
 
-  private answerHealth(name: string, tags: readonly string[], passing: boolean, token: Token, response: http.ServerResponse): void {
+  private answerHealth(name: string, tags: readonly string[], passing: boolean, token: Token, response: http.ServerResponse, query: HealthScope): void {
     const wanted = tags.map((tag) => tag.toLowerCase());
     let filteredByAcl = false;
     const entries: unknown[] = [];
     const instances = [...this.services.values()]
       .filter((record) => record.Service.toLowerCase() === name)
+      .filter((record) => record.Namespace === query.ns && record.Partition === query.partition && record.Datacenter === query.dc)
+      // A sameness group answers from its first member with a passing instance, in the group's order.
+      .filter((record) => (query.members === null ? record.PeerName === query.peer : record.PeerName === this.samenessMember(name, query)))
       .filter((record) => wanted.every((tag) => record.Tags.some((own) => own.toLowerCase() === tag)))
       .sort((a, b) => (a.ID < b.ID ? -1 : a.ID > b.ID ? 1 : 0));
     for (const record of instances) {
@@ -480,21 +569,36 @@ export class ConsulEmulator {
       }
       const checks = this.checksOf(record.ID);
       if (passing && checks.some((check) => check.Status !== "passing")) continue;
-      entries.push(this.entryJson(record, checks));
+      const entry = this.entryJson(record, checks);
+      if (query.filter !== null && !query.filter(entry)) continue;
+      entries.push(entry);
     }
+    const stale = query.consistency === "stale";
     const headers: Record<string, string> = {
       "X-Consul-Index": String(this.serviceIndex(name)),
-      "X-Consul-KnownLeader": "true",
-      "X-Consul-LastContact": "0",
-      "X-Consul-Effective-Consistency": "leader",
+      "X-Consul-KnownLeader": String(this.knownLeader),
+      "X-Consul-LastContact": String(stale ? this.lastContactMs : 0),
+      "X-Consul-Effective-Consistency": query.consistency === "default" ? "leader" : query.consistency,
     };
     // Consul hides the header from the anonymous token, so as not to leak what exists.
     if (filteredByAcl && token.kind !== "anonymous") headers["X-Consul-Results-Filtered-By-ACLs"] = "true";
     send(response, 200, JSON.stringify(entries), headers, "application/json");
   }
 
+  /** The sameness group's first member (a peer, or "" here) with a passing instance of the service. */
+  private samenessMember(name: string, query: HealthScope): string | null {
+    for (const member of query.members ?? []) {
+      const passing = [...this.services.values()].some(
+        (record) => record.Service.toLowerCase() === name && record.PeerName === member && record.Namespace === query.ns && record.Partition === query.partition && this.checksOf(record.ID).every((check) => check.Status === "passing"),
+      );
+      if (passing) return member;
+    }
+    return null;
+  }
+
   private answerFault(fault: Fault, response: http.ServerResponse): void {
     const headers: Record<string, string> = {};
+    if (fault.retryAfter !== null) headers["Retry-After"] = fault.retryAfter;
     if (fault.kind === "raw") {
       const index = fault.index === "new" ? String(++this.globalIndex) : fault.index === null ? null : String(fault.index);
       if (index !== null) headers["X-Consul-Index"] = index;
@@ -510,7 +614,7 @@ export class ConsulEmulator {
       response.end(fault.body);
       return;
     }
-    send(response, fault.status, fault.body, headers, type);
+    send(response, fault.status, fault.body, headers, type, false);
   }
 
   private addFault(fault: Fault): void {
@@ -540,6 +644,7 @@ export class ConsulEmulator {
     const announced = Number(request.headers["content-length"] ?? 0) > 0;
     const body = await readBytes(request);
     if (!(await this.admit("session", id, response))) return;
+    response.once("finish", () => this.sessionLog.push({ operation, id, at: Date.now(), status: response.statusCode }));
     const fault = this.takeFault("session", id, method);
     if (fault !== null) return this.answerFault(fault, response);
     if (operation !== "create" && id === "") throw new HttpFailure(400, "Missing session");
@@ -550,7 +655,7 @@ export class ConsulEmulator {
       send(response, 200, JSON.stringify(visible), { "X-Consul-Index": String(Math.max(1, this.sessionsIndex)) }, "application/json");
       return;
     }
-    if (token.kind !== "management") throw new HttpFailure(403, "Permission denied");
+    if (token.kind !== "management") throw denied(token, "session", "write", this.nodeName);
     if (operation === "create") {
       const created = this.createSession(announced ? parseJsonBody(body.toString("utf8")) : null);
       send(response, 200, JSON.stringify({ ID: created.ID }), {}, "application/json");
@@ -669,13 +774,13 @@ export class ConsulEmulator {
     if (fault !== null) return this.answerFault(fault, response);
     if (key === "") throw new HttpFailure(400, "Missing key name");
     this.checkDatacenter(url);
-    if (token.kind !== "management") throw new HttpFailure(403, "Permission denied");
+    if (token.kind !== "management") throw denied(token, "key", method === "GET" ? "read" : "write", key);
 
     if (method === "GET") {
       const minIndex = parseIndex(params.get("index"));
       const waitMs = parseWait(params.get("wait"));
       const answer = () => this.answerKey(key, params.has("raw"), response);
-      if (minIndex === 0 || this.kvTableIndex() > minIndex) return answer();
+      if (minIndex === 0 || this.keyIndex(key) > minIndex) return answer();
       const since = this.keyChanges.get(key) ?? 0;
       await this.hold({ endpoint: "kv", target: key, changed: () => (this.keyChanges.get(key) ?? 0) !== since }, waitMs, response, answer);
       return;
@@ -698,8 +803,14 @@ export class ConsulEmulator {
     return Math.max(1, this.kvIndex);
   }
 
+  /** What a read of one key answers with: the entry's ModifyIndex, or the table's when the key is absent (kvs_endpoint.go Get). */
+  private keyIndex(key: string): number {
+    const entry = this.kv.get(key);
+    return entry === undefined ? this.kvTableIndex() : Math.max(1, entry.ModifyIndex);
+  }
+
   private answerKey(key: string, raw: boolean, response: http.ServerResponse): void {
-    const headers = { "X-Consul-Index": String(this.kvTableIndex()), "X-Consul-KnownLeader": "true", "X-Consul-LastContact": "0" };
+    const headers = { "X-Consul-Index": String(this.keyIndex(key)), "X-Consul-KnownLeader": String(this.knownLeader), "X-Consul-LastContact": "0" };
     const entry = this.kv.get(key);
     if (entry === undefined) send(response, 404, "", headers);
     else if (raw) send(response, 200, entry.Value ?? Buffer.alloc(0), headers, "text/plain");
@@ -784,6 +895,11 @@ export class ConsulEmulator {
       this.services.set(id, {
         ID: id,
         Service: name,
+        Namespace: stringField(body, "Namespace", "") || "default",
+        Partition: stringField(body, "Partition", "") || "default",
+        PeerName: stringField(body, "PeerName", ""),
+        Datacenter: stringField(body, "Datacenter", "") || this.datacenter,
+        TaggedAddresses: parseTaggedAddresses(field(body, "TaggedAddresses")),
         Tags: tags as string[],
         Address: stringField(body, "Address", ""),
         Meta: meta as Record<string, string>,
@@ -897,6 +1013,7 @@ export class ConsulEmulator {
     if (changed.length === 0) return;
     this.globalIndex += 1;
     const index = this.globalIndex;
+    this.catalogIndex = index;
     for (const [id, record] of this.services) {
       if (!servicesBefore.has(id)) record.CreateIndex = index;
       if (servicesBefore.get(id) !== serviceFingerprint(record)) record.ModifyIndex = index;
@@ -962,7 +1079,7 @@ export class ConsulEmulator {
         ID: NODE_ID,
         Node: this.nodeName,
         Address: address,
-        Datacenter: this.datacenter,
+        Datacenter: record.Datacenter,
         TaggedAddresses: { lan: address, lan_ipv4: address, wan: address, wan_ipv4: address },
         Meta: { "consul-network-segment": "" },
         CreateIndex: 5,
@@ -973,14 +1090,16 @@ export class ConsulEmulator {
         Service: record.Service,
         Tags: record.Tags,
         Address: record.Address,
-        TaggedAddresses: record.Address === "" ? undefined : { lan_ipv4: { Address: serviceAddress, Port: record.Port }, wan_ipv4: { Address: serviceAddress, Port: record.Port } },
+        TaggedAddresses: record.TaggedAddresses ?? (record.Address === "" ? undefined : { lan_ipv4: { Address: serviceAddress, Port: record.Port }, wan_ipv4: { Address: serviceAddress, Port: record.Port } }),
         Meta: record.Meta,
         Port: record.Port,
         Weights: record.Weights,
         EnableTagOverride: record.EnableTagOverride,
         Proxy: { Mode: "", MeshGateway: {}, Expose: {} },
         Connect: {},
-        PeerName: "",
+        PeerName: record.PeerName,
+        Namespace: record.Namespace,
+        Partition: record.Partition,
         CreateIndex: record.CreateIndex,
         ModifyIndex: record.ModifyIndex,
       },
@@ -994,6 +1113,9 @@ export class ConsulEmulator {
         ServiceID: check.ServiceID,
         ServiceName: check.ServiceName,
         ServiceTags: check.ServiceID === "" ? [] : record.Tags,
+        // Enterprise fields, as the docs' samples show them (Consul CE leaves them out).
+        Namespace: record.Namespace,
+        Partition: record.Partition,
         Type: check.Type,
         Interval: "",
         Timeout: "",
@@ -1099,7 +1221,65 @@ function checkFingerprint(check: CheckRecord): string {
   return JSON.stringify([check.CheckID, check.Name, check.Status, check.Output, check.Notes, check.ServiceID, check.ServiceName]);
 }
 
-type Token = { kind: "management" } | { kind: "anonymous" } | { kind: "read"; services: Set<string> };
+type Token = { kind: "management" } | { kind: "anonymous" } | { kind: "read"; accessor: string; services: Set<string> };
+
+/** The anonymous token's fixed AccessorID, as Consul creates it. */
+const ANONYMOUS_ACCESSOR = "00000000-0000-0000-0000-000000000002";
+
+/** A token's AccessorID: fixed per secret, so that a test can expect it. */
+export function accessorOf(secret: string): string {
+  const hex = createHash("sha256").update(secret).digest("hex");
+  return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-${hex.slice(12, 16)}-${hex.slice(16, 20)}-${hex.slice(20, 32)}`;
+}
+
+/** Consul's acl.PermissionDeniedError text (acl/errors.go): who lacks which permission on what. */
+function denied(token: Token, resource: string, level: "read" | "write", name: string | null): HttpFailure {
+  const accessor = token.kind === "read" ? token.accessor : ANONYMOUS_ACCESSOR;
+  return new HttpFailure(403, `Permission denied: token with AccessorID '${accessor}' lacks permission '${resource}:${level}'${name === null ? "" : ` on ${JSON.stringify(name)}`}`);
+}
+
+interface HealthScope {
+  ns: string;
+  partition: string;
+  peer: string;
+  dc: string;
+  members: readonly string[] | null;
+  filter: ((entry: unknown) => boolean) | null;
+  consistency: "default" | "stale" | "consistent";
+}
+
+/**
+ * The part of Consul's filter language (go-bexpr) the tests use: `Sel == "v"`, `Sel != "v"`,
+ * `"v" in Sel`, `"v" not in Sel`, joined by `and`; a selector is a dotted path in the entry
+ * (`Service.Tags`, `Service.Meta.version`, `Node.Node`). Anything else is Consul's 400.
+ */
+export function parseFilter(text: string): (entry: unknown) => boolean {
+  const clauses = text.split(/\s+and\s+/);
+  const tests = clauses.map((clause) => {
+    const compare = /^\s*([A-Za-z][A-Za-z0-9_.-]*)\s*(==|!=)\s*"([^"]*)"\s*$/.exec(clause);
+    if (compare !== null) {
+      const [, selector, op, value] = compare;
+      return (entry: unknown) => (String(select(entry, selector!)) === value) === (op === "==");
+    }
+    const contains = /^\s*"([^"]*)"\s+(in|not in)\s+([A-Za-z][A-Za-z0-9_.-]*)\s*$/.exec(clause);
+    if (contains !== null) {
+      const [, value, op, selector] = contains;
+      return (entry: unknown) => {
+        const found = select(entry, selector!);
+        const has = Array.isArray(found) ? found.includes(value) : isRecord(found) ? value! in found : typeof found === "string" && found.includes(value!);
+        return has === (op === "in");
+      };
+    }
+    throw new HttpFailure(400, `Failed to create boolean expression evaluator: 1:1 (0): no match found, expected: "!", "(", "not" or [ \t\r\n]`);
+  });
+  return (entry) => tests.every((test) => test(entry));
+}
+
+function select(entry: unknown, selector: string): unknown {
+  let value: unknown = entry;
+  for (const part of selector.split(".")) value = isRecord(value) ? value[part] : undefined;
+  return value;
+}
 
 function canRead(token: Token, service: string): boolean {
   if (token.kind === "management") return true;
@@ -1111,6 +1291,21 @@ const STATUS_OF: Record<string, CheckStatus> = { pass: "passing", warn: "warning
 
 function isStatus(value: unknown): value is CheckStatus {
   return value === "passing" || value === "warning" || value === "critical";
+}
+
+function parseTaggedAddresses(value: unknown): Record<string, { Address: string; Port: number }> | null {
+  if (value === undefined || value === null) return null;
+  if (!isRecord(value)) throw new HttpFailure(400, "Request decode failed: TaggedAddresses must be an object");
+  const result: Record<string, { Address: string; Port: number }> = {};
+  for (const [name, entry] of Object.entries(value)) {
+    if (!isRecord(entry) || typeof entry["Address"] !== "string" || typeof entry["Port"] !== "number") throw new HttpFailure(400, `Request decode failed: TaggedAddresses.${name} must have an Address and a Port`);
+    result[name] = { Address: entry["Address"], Port: entry["Port"] };
+  }
+  return result;
+}
+
+function acceptsGzip(response: http.ServerResponse): boolean {
+  return /\bgzip\b/i.test(String(response.req?.headers["accept-encoding"] ?? ""));
 }
 
 function parseWeights(value: unknown): { Passing: number; Warning: number } {
@@ -1209,10 +1404,14 @@ function headerValue(value: string | string[] | undefined): string | undefined {
   return Array.isArray(value) ? value[0] : value;
 }
 
-function send(response: http.ServerResponse, status: number, body: string | Buffer, headers: Record<string, string> = {}, type = "text/plain; charset=utf-8"): void {
+/** `compress` false: a raw fault's bytes go out exactly as the test gave them. */
+function send(response: http.ServerResponse, status: number, body: string | Buffer, headers: Record<string, string> = {}, type = "text/plain; charset=utf-8", compress = true): void {
   if (response.headersSent || response.destroyed) return;
-  const bytes = typeof body === "string" ? Buffer.from(body) : body;
-  response.writeHead(status, { ...headers, "Content-Type": type, "Content-Length": String(bytes.length) });
+  const plain = typeof body === "string" ? Buffer.from(body) : body;
+  // Consul's gziphandler compresses every answer to a client that asks, whatever its size.
+  const gzip = compress && acceptsGzip(response);
+  const bytes = gzip ? gzipSync(plain) : plain;
+  response.writeHead(status, { ...headers, "Content-Type": type, "Content-Length": String(bytes.length), ...(gzip ? { "Content-Encoding": "gzip", Vary: "Accept-Encoding" } : {}) });
   response.end(bytes);
 }
 
@@ -1255,6 +1454,14 @@ export interface ServiceRegistration {
   Weights?: { Passing: number; Warning: number };
   Check?: Record<string, unknown>;
   Checks?: Record<string, unknown>[];
+  TaggedAddresses?: Record<string, { Address: string; Port: number }>;
+  /** Consul Enterprise's namespace and partition of the service. */
+  Namespace?: string;
+  Partition?: string;
+  /** Emulator only: the instance as imported from this cluster peer. */
+  PeerName?: string;
+  /** Emulator only: the instance is in this (other) datacenter. */
+  Datacenter?: string;
 }
 
 export class AgentApi {

@@ -1,14 +1,13 @@
 import { readFile, mkdtemp, rm } from "node:fs/promises";
-import { connect, type Socket } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { createServer, type Server } from "node:tls";
 import { afterEach, describe, expect, it } from "vitest";
 import type { ServiceSnapshot } from "../../controller/discovery/service-snapshot.js";
 import { ConsulSource } from "../../controller/discovery/consul/consul-source.js";
 import { initFleetCa, issueCertificate } from "../../controller/tls/fleet-ca.js";
 import { validityFor } from "../../controller/tls/cert-profiles.js";
 import { AgentApi, instance, startConsulEmulator, type ConsulEmulator } from "../consul-emulator/consul-emulator.js";
+import { startTlsFront, type TlsFront } from "../consul-emulator/tls-front.js";
 import { silentLogger } from "../support/apply.js";
 import { until } from "../support/helpers.js";
 
@@ -18,14 +17,12 @@ import { until } from "../support/helpers.js";
 
 let dir: string;
 let consul: ConsulEmulator;
-let front: Server;
-const sockets = new Set<Socket>();
+let front: TlsFront;
 const sources: ConsulSource[] = [];
 
 afterEach(async () => {
   await Promise.all(sources.splice(0).map((source) => source.close()));
-  for (const socket of sockets) socket.destroy();
-  await new Promise<void>((resolve) => front.close(() => resolve()));
+  await front.close();
   await consul.close();
   await rm(dir, { recursive: true, force: true });
 });
@@ -36,19 +33,9 @@ async function consulOverTls(): Promise<{ address: string; ca: string }> {
   const authority = await initFleetCa(dir, 1);
   const files = await issueCertificate(dir, { kind: "controller", name: "consul", dns: [], ips: ["127.0.0.1"] }, validityFor(1, Date.now()));
   consul = await startConsulEmulator();
-  const plainPort = Number(new URL(consul.url).port);
-  front = createServer({ cert: await readFile(files.cert), key: await readFile(files.key) }, (secure) => {
-    const plain = connect(plainPort, "127.0.0.1");
-    for (const socket of [secure, plain]) {
-      sockets.add(socket);
-      socket.on("close", () => sockets.delete(socket));
-      socket.on("error", () => undefined);
-    }
-    secure.pipe(plain).pipe(secure);
-  });
-  await new Promise<void>((resolve) => front.listen(0, "127.0.0.1", resolve));
+  front = await startTlsFront(consul.url, { cert: await readFile(files.cert), key: await readFile(files.key) });
   await new AgentApi(consul.url).register(instance("a", "web", "10.0.0.1", 80));
-  return { address: `https://127.0.0.1:${(front.address() as { port: number }).port}`, ca: authority.cert };
+  return { address: front.address, ca: authority.cert };
 }
 
 function watch(options: ConstructorParameters<typeof ConsulSource>[0]) {

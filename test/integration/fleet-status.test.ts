@@ -143,14 +143,19 @@ describe("fleet status, caused for real", () => {
     expect(serving(await haproxies[0]!.serversState(), "be_app")).toHaveLength(3);
     expect(await loadFreeze(join(dir, "controller"))).toBeNull();
     const change = (await status()).changes[0]!;
-    expect(change).toMatchObject({ agents: 3, acked: 2 });
+    expect(change).toMatchObject({ agents: 3, acked: 2, outcome: "failed", outcomeDetail: expect.stringMatching(/^edge-nack rejected be_app /) });
   });
 
   it("hafleet status and hafleet wait read the same, with exit codes for scripts", async () => {
     const shown = await runHafleet(["status", "--url", url]);
     expect(shown.code).toBe(1);
-    expect(shown.stdout.split("\n")[0]).toMatch(/^3 agent\(s\), 3 connected, NOT in sync: 1 rejected, 2 in-sync$/);
-    expect(shown.stdout).toMatch(/edge-nack\s+rejected\s+be_app/);
+    expect(shown.stdout.split("\n")[0]).toMatch(/^3 agent\(s\) \(this replica's agents\), 3 connected, NOT in sync: 1 rejected, 2 in-sync$/);
+    expect(shown.stdout).toMatch(/^edge-nack\s+rejected\s+0\/1\s+\d+s ago\s+test\s+region=us\s+be_app: nack: /m);
+    const wide = await runHafleet(["status", "--url", url, "-o", "wide", "--selector", "region=us"]);
+    expect(wide.stdout).toMatch(/edge-nack\s+rejected\s+be_app/);
+    expect(wide.stdout).not.toMatch(/edge-real|edge-sim/);
+    const rows = await runHafleet(["status", "--url", url, "--no-headers"]);
+    expect(rows.stdout.trimEnd().split("\n").map((line) => line.split(/\s+/)[0])).toEqual(["edge-nack", "edge-real", "edge-sim"]);
     const json = await runHafleet(["status", "--url", url, "--json", "--agent", "edge-real"]);
     expect(json.code).toBe(0);
     expect(fleetStatusSchema.parse(JSON.parse(json.stdout)).agents.map((agent) => agent.agent)).toEqual(["edge-real"]);
@@ -160,10 +165,10 @@ describe("fleet status, caused for real", () => {
     expect(failed.stderr).toMatch(/^failed: edge-nack rejected be_app/);
     const timedOut = await runHafleet(["wait", "--url", url, "--version", "0123456789abcdef", "--timeout", "1s", "--interval", "200ms"]);
     expect(timedOut.code).toBe(1);
-    expect(timedOut.stderr).toMatch(/^not converged within 1s: no backend's desired version is 0123456789abcdef yet/);
+    expect(timedOut.stderr).toMatch(/^not done within 1s: no backend's desired version is 0123456789abcdef yet/);
     const converged = await runHafleet(["wait", "--url", url, "--selector", "region=eu", "--timeout", "10s"]);
     expect(converged.code).toBe(0);
-    expect(converged.stdout).toMatch(/^converged: 2 agent backend\(s\) in sync/);
+    expect(converged.stdout).toMatch(/^done: all 2 matching agent\(s\) run the desired state: be_app=[0-9a-f]+\n$/);
     const unreachable = await runHafleet(["status", "--url", "http://127.0.0.1:1"]);
     expect(unreachable.code).toBe(3);
     expect(unreachable.stderr).toMatch(/unreachable/);

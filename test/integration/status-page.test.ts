@@ -157,6 +157,24 @@ describe("fleet status page", () => {
     expect(await page.title()).toBe("FROZEN · 10 not in sync · hafleet");
   });
 
+  it("says per backend whether discovery is ok, failing since when, or never answered; how each change ended; frozen, not waiting", async () => {
+    const status = fleetStatusFixture({ ...MIXED, frozen: { since: FIXTURE_NOW - 60_000, reason: "INC-9: Consul flapping" } });
+    status.backends[0]!.discovery = { state: "failing", since: FIXTURE_NOW - 120_000, error: "connect ECONNREFUSED 127.0.0.1:8500" };
+    status.backends[1]!.discovery = { state: "never-answered", since: null, error: null };
+    status.changes[0] = { ...status.changes[0]!, outcome: "rolled-back", outcomeDetail: "rollout r-7: wave 1/3: agent lb-eu-00001 rejected backend be_app" };
+    const page = await open(status);
+    const rows = page.getByTestId("backend-row");
+    await waitForText(page, "backend-row", /FAILING/);
+    const shown = (await rows.allTextContents()).join("\n");
+    expect(shown).toMatch(/FAILING since 2m ago: connect ECONNREFUSED 127\.0\.0\.1:8500/);
+    expect(shown).toMatch(/NEVER ANSWERED nothing of it is pushed yet/);
+    const changes = (await page.getByTestId("change-row").allTextContents()).join("\n");
+    expect(changes).toMatch(/rolled back rollout r-7: wave 1\/3: agent lb-eu-00001 rejected backend be_app/);
+    expect(changes).not.toMatch(/converging/);
+    const notSent = status.agents.find((agent) => agent.state === "not-sent")!;
+    expect(await agentRow(page, notSent.agent).textContent()).toMatch(/frozen: INC-9: Consul flapping/);
+  });
+
   it("refreshes live, without reloading, when the status changes", async () => {
     const page = await open(fleetStatusFixture({ agents: 5, states: { rejected: 1 } }));
     await page.evaluate(() => Object.assign(window, { sameDocument: true }));

@@ -81,6 +81,8 @@ export function rolloutFixture(overrides: Partial<RolloutStatus> = {}): RolloutS
       { at: FIXTURE_NOW - 180_000, event: "wave 1 applying" },
       { at: FIXTURE_NOW - 120_000, event: "wave 1 baked" },
     ],
+    baseline: [{ backend: "be_app", version: "0a1b2c3d4e5f6071" }],
+    target: [{ backend: "be_app", version: "8192a3b4c5d6e7f8" }],
     ...overrides,
   };
 }
@@ -96,6 +98,9 @@ function agentFixture(index: number, state: SyncState, backendNames: readonly st
     labels: { region: REGIONS[index % REGIONS.length]!, tier: index % 3 === 0 ? "edge" : "internal" },
     hafleetVersion: "0.1.0",
     state,
+    problem: null,
+    cordoned: null,
+    lastSeenAt: null,
     connected: !disconnected,
     peer: `10.20.${Math.floor(index / 250) % 256}.${index % 250}:40${String(index % 1000).padStart(3, "0")}`,
     connectedAt: now - 7_200_000,

@@ -3,7 +3,7 @@ import { HafleetError } from "../../agent/errors.js";
 import type { ServiceSnapshot } from "../../controller/discovery/service-snapshot.js";
 import { toServers } from "../../controller/discovery/service-snapshot.js";
 import { healthServiceUrl, responseTimeoutMs, type HealthAnswer } from "../../controller/discovery/consul/consul-client.js";
-import { ConsulAnswerError, parseConsulIndex, parseHealthAnswer, worstStatus, type AnswerOptions } from "../../controller/discovery/consul/consul-response.js";
+import { ConsulAnswerError, parseAddressChoice, parseConsulIndex, parseHealthAnswer, worstStatus, type AnswerOptions } from "../../controller/discovery/consul/consul-response.js";
 import {
   backoffDelay,
   ConsulWatch,
@@ -96,14 +96,15 @@ describe("parseHealthAnswer: one bad entry costs only itself", () => {
       entry("hostname", { Address: "web.internal" }),
       entry("weight", { Address: "10.0.0.6", Meta: { "hafleet-weight": "300" } }),
     ]);
-    expect(result.dropped).toEqual([]);
+    // A DNS name is refused here, by name, with what to do instead (see the README's Consul section).
+    expect(result.dropped).toEqual([{ id: "node-a/hostname", reason: 'address "web.internal" is a DNS name: hafleet sends IP addresses only; register the instance with an IP, or pick one with the mapping\'s address (e.g. service:lan_ipv4)' }]);
     const { servers, dropped } = toServers(result.instances);
     expect(servers).toEqual([{ address: "10.0.0.1", port: 8080 }]);
-    expect(dropped.map((instance) => instance.id)).toEqual(["node-a/port-string", "node-a/port-huge", "node-a/injection", "node-a/newline", "node-a/hostname", "node-a/weight"]);
+    expect(dropped.map((instance) => instance.id)).toEqual(["node-a/port-string", "node-a/port-huge", "node-a/injection", "node-a/newline", "node-a/weight"]);
     expect(dropped[0]?.reason).toBe('port: must be a number (got "8080")');
     expect(dropped[1]?.reason).toBe("port: must be between 1 and 65535 (got 70000)");
     expect(dropped[2]?.reason).toBe('address: must be an IPv4 or IPv6 literal (got "10.0.0.4;shutdown sessions")');
-    expect(dropped[5]?.reason).toBe("weight: must be between 0 and 256 (got 300)");
+    expect(dropped[4]?.reason).toBe("weight: must be between 0 and 256 (got 300)");
   });
 
   it("drops an entry whose structure is wrong, with the field named, and keeps the others", () => {
@@ -193,7 +194,7 @@ describe("parseHealthAnswer: weights", () => {
     expect(dropped).toEqual([{ id: "node-a/a", reason: 'weight: must be a number (got "abc")' }]);
   });
 
-  it("under weights=consul takes Weights.Passing, or Warning for a warning instance, capped at 256", () => {
+  it("under weights=consul takes Weights.Passing, or Warning for a warning instance, scaled into 0..256 when one is above", () => {
     const options: AnswerOptions = { ...META, weights: "consul", healthy: "passing-or-warning" };
     const result = parse(
       [
@@ -204,7 +205,32 @@ describe("parseHealthAnswer: weights", () => {
       ],
       options,
     );
-    expect(result.instances.map((instance) => instance.weight)).toEqual([10, 3, 256, 0]);
+    // 1000 is the largest: every weight is scaled by 256/1000, a non-zero one never below 1.
+    expect(result.instances.map((instance) => instance.weight)).toEqual([3, 1, 256, 0]);
+  });
+
+  it("keeps the shares of Consul weights above 256 instead of clamping them all to 256", () => {
+    const options: AnswerOptions = { ...META, weights: "consul" };
+    const result = parse([entry("a", { Weights: { Passing: 300, Warning: 1 } }), entry("b", { Weights: { Passing: 1000, Warning: 1 } }), entry("c", { Weights: { Passing: 100, Warning: 1 } })], options);
+    expect(result.instances.map((instance) => instance.weight)).toEqual([77, 256, 26]);
+    const small = parse([entry("a", { Weights: { Passing: 200, Warning: 1 } }), entry("b", { Weights: { Passing: 1, Warning: 1 } })], options);
+    expect(small.instances.map((instance) => instance.weight)).toEqual([200, 1]);
+  });
+
+  it("takes the address the mapping chose: the node's, or a tagged one of the service (with its port) or of the node", () => {
+    const tagged = entry("t", {
+      Address: "10.0.0.9",
+      Port: 8080,
+      TaggedAddresses: { lan_ipv4: { Address: "10.0.0.9", Port: 8080 }, wan_ipv4: { Address: "198.51.100.9", Port: 18080 }, lan_ipv6: { Address: "2001:db8::9", Port: 8080 } },
+    });
+    const withNode = { ...tagged, Node: { ...(tagged["Node"] as object), Address: "10.1.0.1", TaggedAddresses: { lan: "10.1.0.1", wan: "203.0.113.1" } } };
+    const choose = (address: string) => parse([withNode], { ...META, address: parseAddressChoice(address) });
+    expect(choose("service").instances).toMatchObject([{ address: "10.0.0.9", port: 8080 }]);
+    expect(choose("node").instances).toMatchObject([{ address: "10.1.0.1", port: 8080 }]);
+    expect(choose("service:wan_ipv4").instances).toMatchObject([{ address: "198.51.100.9", port: 18080 }]);
+    expect(choose("service:lan_ipv6").instances).toMatchObject([{ address: "2001:db8::9", port: 8080 }]);
+    expect(choose("node:wan").instances).toMatchObject([{ address: "203.0.113.1", port: 8080 }]);
+    expect(choose("service:virtual").dropped).toEqual([{ id: "node-a/t", reason: "no Service.TaggedAddresses.virtual" }]);
   });
 
   it("under weights=consul drops an instance without usable Weights", () => {

@@ -82,6 +82,19 @@ http:
 stateDir: /var/lib/hafleet-controller
 `;
 
+/** The consul block's defaults: 60 s wait as consul-template, stale reads bounded at 2 s, a budget below Consul's 200 connections. */
+const CONSUL_DEFAULTS = {
+  healthy: "passing",
+  weights: "meta",
+  wait: 60_000,
+  consistency: "stale",
+  maxStaleMs: 2_000,
+  maxBodyBytes: 16 * 1024 * 1024,
+  maxConnections: 150,
+  readyWaitMs: 10_000,
+  configurationRetryMs: 60_000,
+} as const;
+
 const FULL_EXPECTED: ControllerConfig = controllerConfigSchema.parse({
   listen: "[::1]:7901",
   discovery: {
@@ -116,7 +129,7 @@ describe("controller config: valid files", () => {
 
   it("defaults the consul block's own fields", () => {
     const config = yaml("discovery:\n  consul:\n    address: http://127.0.0.1:8500\nbackends:\n  - { backend: b, service: s }\n");
-    expect(config.discovery).toEqual({ consul: { address: "http://127.0.0.1:8500", healthy: "passing", weights: "meta" } });
+    expect(config.discovery).toEqual({ consul: { address: "http://127.0.0.1:8500", ...CONSUL_DEFAULTS } });
   });
 
   it("reads every field of a full YAML file, durations in any unit", () => {
@@ -214,7 +227,7 @@ describe("controller config: refused, naming the field and its line", () => {
       "  - backend: be_web", // 6
       "    service: web", // 7
       "    weight: 3", // 8
-      "    tags: [a]", // 9
+      "    labels: [a]", // 9
       "guards: { maxDropShare: 0.5, minKeep: 2 }", // 10
       "debounce: { quiet: 5 }", // 11
       "agents: { heartbeat: 5 }", // 12
@@ -225,12 +238,25 @@ describe("controller config: refused, naming the field and its line", () => {
         { path: "listne", message: "line 1:1: unknown field" },
         { path: "discovery.consul_address", message: "line 4:3: unknown field" },
         { path: "backends[0].weight", message: "line 8:5: unknown field" },
-        { path: "backends[0].tags", message: "line 9:5: unknown field" },
+        { path: "backends[0].labels", message: "line 9:5: unknown field" },
         { path: "guards.minKeep", message: "line 10:30: unknown field" },
         { path: "debounce.quiet", message: "line 11:13: unknown field" },
         { path: "agents.heartbeat", message: "line 12:11: unknown field" },
       ],
     );
+  });
+
+  it("refuses conflicting Consul credentials and bad Consul settings, naming each", () => {
+    const consul = (fields: string) => `discovery:\n  consul: { address: http://c:8500, ${fields} }\nbackends: [{ backend: b, service: s }]`;
+    expectInvalid(() => yaml(consul("token: abc, tokenFile: /t")), [{ path: "discovery.consul.tokenFile", message: "line 2:60: give token or tokenFile, not both", value: "/t" }]);
+    expect((caught(() => yaml(consul("certFile: /c.pem"))) as InvalidInputError).issues).toMatchObject([{ path: "discovery.consul.certFile", message: expect.stringContaining("needs keyFile too") }]);
+    expect(caught(() => yaml(consul("consistency: eventual")))).toBeInstanceOf(InvalidInputError);
+    expect(caught(() => yaml(consul("wait: 11m")))).toBeInstanceOf(InvalidInputError);
+    expect(caught(() => yaml(consul("maxBodyBytes: 10")))).toBeInstanceOf(InvalidInputError);
+    const mapping = (fields: string) => `discovery:\n  consul: { address: http://c:8500 }\nbackends: [{ backend: b, service: s, ${fields} }]`;
+    expect(yaml(mapping("dc: dc2, ns: team-a, partition: p1, peer: east, filter: 'Service.Meta.v == \"2\"', tags: [a, b], address: 'node:wan'")).backends[0]).toMatchObject({ dc: "dc2", ns: "team-a", partition: "p1", peer: "east", filter: 'Service.Meta.v == "2"', tags: ["a", "b"], address: "node:wan" });
+    expect(caught(() => yaml(mapping("address: wan")))).toBeInstanceOf(InvalidInputError);
+    expect(caught(() => yaml(mapping("peer: east, samenessGroup: prod")))).toBeInstanceOf(InvalidInputError);
   });
 
   it("refuses an unknown key inside the consul block", () => {
@@ -367,7 +393,7 @@ describe("controller config: refused, naming the field and its line", () => {
 
   it("takes a leadership block with Consul discovery only, with Consul's session bounds", () => {
     const consul = "discovery:\n  consul: { address: http://127.0.0.1:8500 }\nbackends:\n  - { backend: be_web, service: web }\n";
-    expect(yaml(`${consul}leadership: { replica: ctl-1 }`).leadership).toEqual({ key: "hafleet/rollout", replica: "ctl-1", sessionTtlMs: 15_000, lockDelayMs: 15_000 });
+    expect(yaml(`${consul}leadership: { replica: ctl-1 }`).leadership).toEqual({ key: "hafleet/rollout", replica: "ctl-1", sessionTtlMs: 15_000, lockDelayMs: 15_000, nodeChecks: [] });
     expect(yaml(`${consul}leadership: {}`).leadership?.replica).toBe(hostname());
     expectInvalid(() => yaml(`${consul}leadership: { key: "a//b", sessionTtlMs: 5s, url: ctl-1 }`), [
       { path: "leadership.key", message: "line 5:20: must be a Consul KV key: '/'-separated parts of letters, digits, '.', '_' or '-'", value: "a//b" },
@@ -492,7 +518,7 @@ describe("loadControllerConfig", () => {
   it("resolves Consul's CA file against the config file's directory", async () => {
     const path = join(dir, "consul-tls.yaml");
     await writeFile(path, "discovery:\n  consul: { address: https://consul.internal:8501, caFile: tls/consul-ca.pem }\nbackends:\n  - { backend: be_web, service: web }\n");
-    expect((await loadControllerConfig(path)).discovery).toEqual({ consul: { address: "https://consul.internal:8501", caFile: join(dir, "tls/consul-ca.pem"), healthy: "passing", weights: "meta" } });
+    expect((await loadControllerConfig(path)).discovery).toEqual({ consul: { address: "https://consul.internal:8501", caFile: join(dir, "tls/consul-ca.pem"), ...CONSUL_DEFAULTS } });
   });
 
   it("refuses other extensions and unreadable files", async () => {
@@ -538,7 +564,7 @@ describe("configFromFlags", () => {
       listen: "0.0.0.0:7999",
       insecure: true,
       http: { listen: "127.0.0.1:0" },
-      discovery: { consul: { address: "http://127.0.0.1:8500", token: "tok", datacenter: "dc1", healthy: "passing", weights: "meta" } },
+      discovery: { consul: { address: "http://127.0.0.1:8500", token: "tok", datacenter: "dc1", ...CONSUL_DEFAULTS } },
       backends: [
         { backend: "be_web", service: "web", allowEmpty: false, staged: false },
         { backend: "be_api_canary", service: "api", tag: "canary", allowEmpty: false, staged: false },

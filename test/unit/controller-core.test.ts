@@ -57,9 +57,9 @@ describe("the desired store", () => {
 
   it("watches each service and tag once, whatever the number of backends", () => {
     expect(new DesiredStore(mappings, GUARD).watches()).toEqual([
-      { service: "web", tag: null },
-      { service: "web", tag: "eu" },
-      { service: "api", tag: null },
+      { service: "web", tag: null, scope: {} },
+      { service: "web", tag: "eu", scope: {} },
+      { service: "api", tag: null, scope: {} },
     ]);
   });
 

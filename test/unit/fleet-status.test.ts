@@ -149,11 +149,18 @@ describe("the fleet status", () => {
   });
 
   it("prints a summary line, the backends' convergence and each problem's detail", () => {
-    const text = formatStatus(status([
+    const fleet = status([
       view("edge-1", { be_web: { state: "rejected", version: "w2", error: "backend-missing", appliedVersion: "" }, be_api: synced("a1") }),
       view("edge-2", {}, { departed: { since: NOW - 90_000, reason: "stream error" }, sync: null }),
-    ]));
-    expect(text.split("\n")[0]).toBe("2 agent(s), 1 connected, NOT in sync: 1 disconnected, 1 rejected");
+    ]);
+    const text = formatStatus(fleet, { view: "wide" });
+    // By default, one row per agent; without headers, those rows alone.
+    const agents = formatStatus(fleet);
+    expect(agents).toMatch(/^AGENT\s+STATE\s+IN SYNC\s+LAST SEEN\s+VERSION\s+LABELS\s+DETAIL$/m);
+    expect(agents).toMatch(/^edge-2\s+disconnected\s+0\/2\s+90s ago\s+0\.1\.0\s+region=eu\s+disconnected 90s ago: stream error$/m);
+    expect(agents).toMatch(/^edge-1\s+rejected\s+1\/2\s+connected\s+0\.1\.0\s+region=eu\s+be_web: nack: backend-missing$/m);
+    expect(formatStatus(fleet, { headers: false }).split("\n").map((line) => line.split(/\s+/)[0])).toEqual(["edge-2", "edge-1"]);
+    expect(text.split("\n")[0]).toBe("2 agent(s) (this replica's agents), 1 connected, NOT in sync: 1 disconnected, 1 rejected");
     expect(text).toMatch(/be_web\s+w2\s+2\s+0\/2/);
     expect(text).toMatch(/edge-1\s+rejected\s+be_web\s+w2\s+w1\s+2\s+nack: backend-missing/);
     expect(text).toMatch(/edge-2\s+disconnected\s+be_web .*disconnected 90s ago: stream error/);
@@ -166,7 +173,7 @@ describe("the change log", () => {
   it("times a change from its start to the last ack of the agents it was for", () => {
     const log = new ChangeLog();
     log.recorded(1_000, [{ backend: "be_web", version: "w2" }], agents({ a: ["be_web"], b: ["be_web", "be_api"], c: ["be_api"] }));
-    expect(log.list()).toEqual([{ at: 1_000, backends: [{ backend: "be_web", version: "w2" }], agents: 2, acked: 0, convergedMs: null }]);
+    expect(log.list()).toEqual([{ at: 1_000, outcome: "converging", outcomeDetail: null, backends: [{ backend: "be_web", version: "w2" }], agents: 2, acked: 0, convergedMs: null }]);
     expect(log.acked("a", "be_web", "w2", 1_200)).toBe(200);
     expect(log.acked("a", "be_web", "w2", 1_300)).toBeNull();
     expect(log.acked("b", "be_web", "w1", 1_300)).toBeNull();
@@ -193,10 +200,12 @@ describe("hafleet wait's verdict", () => {
     view("c", {}, { departed: { since: NOW, reason: "x" }, sync: null }),
   ]);
 
-  it("waits while an agent lacks the version, and not for disconnected agents", () => {
-    expect(judgeWait(base(), { selector: {} })).toMatchObject({ done: false, failed: false, detail: expect.stringContaining("1 of 4 agent backend(s) not in sync: b be_web pending") });
-    expect(judgeWait(base(), { selector: { region: "eu" } })).toMatchObject({ done: true });
-    expect(judgeWait(base(), { version: "a1", selector: {} })).toMatchObject({ done: true, detail: expect.stringContaining("1 disconnected agent(s) not waited for") });
+  it("waits while an agent lacks the version, and for disconnected agents unless told to leave them out", () => {
+    expect(judgeWait(base(), { selector: {} })).toMatchObject({ done: false, failed: false, detail: expect.stringContaining("c be_web disconnected 0s ago: x; c be_api disconnected 0s ago: x; b be_web pending") });
+    expect(judgeWait(base(), { selector: { region: "eu" } })).toMatchObject({ done: false, detail: expect.stringContaining("c be_web disconnected") });
+    expect(judgeWait(base(), { selector: { region: "eu" }, ignoreDisconnected: true })).toMatchObject({ done: true });
+    expect(judgeWait(base(), { version: "a1", selector: {} })).toMatchObject({ done: false, failed: false, detail: expect.stringContaining("c be_api disconnected") });
+    expect(judgeWait(base(), { version: "a1", selector: {}, ignoreDisconnected: true })).toMatchObject({ done: true, detail: expect.stringContaining("1 disconnected agent(s) left out") });
   });
 
   it("waits for a version no backend has yet, and fails at once on a nack of it", () => {

@@ -126,3 +126,52 @@ describe("rollout leadership in the coordinator", () => {
     expect(versions(created).filter((version) => version === NEW.version)).toHaveLength(1);
   });
 });
+
+describe("rollouts an operator steers", () => {
+  function steered(options: { cordoned?: Record<string, string>; failing?: Record<string, string> } = {}) {
+    const ended: Array<{ id: string; target: ReadonlyArray<{ backend: string; version: string }>; reason: string }> = [];
+    const created = new RolloutCoordinator({
+      config: rolloutConfigSchema.parse({ canary: { count: 1 }, waves: [1], bakeMs: 1_000 }),
+      store: null,
+      agent: () => undefined,
+      fleet: () => AGENTS.map((id) => ({ id, labels: {}, backends: ["be_pay"] })),
+      frozen: () => false,
+      cordoned: (agent) => options.cordoned?.[agent] ?? null,
+      failing: (agent, backends) => (backends.has("be_pay") ? (options.failing?.[agent] ?? null) : null),
+      ended: (rollout) => ended.push(rollout),
+      changed: () => undefined,
+      settleMs: 0,
+      tickMs: 3_600_000,
+      logger: silentLogger,
+      clock: () => 1_000,
+    });
+    coordinators.push(created);
+    return { created, ended };
+  }
+
+  it("leaves cordoned agents and agents already failing out of the waves; they stay on the baseline until it completes", () => {
+    const { created } = steered({ cordoned: { "a-2": "disk swap" }, failing: { "a-3": "rejecting be_pay (backend-missing)" } });
+    created.staged([{ before: OLD, after: NEW }], "discovery change of pay");
+    const status = created.status()!;
+    expect(status.waves.map((wave) => wave.agents)).toEqual([1, 1]);
+    expect(status.history[0]!.event).toMatch(/left out of the waves, on the baseline until it completes: a-2 \(cordoned: disk swap\), a-3 \(already rejecting be_pay \(backend-missing\)\)$/);
+    expect(created.side("a-2")).toBe("baseline");
+    expect(created.side("a-3")).toBe("baseline");
+  });
+
+  it("retries only a rolled-back or aborted rollout, from its canary, and tells the change log of the rollback", () => {
+    const { created, ended } = steered();
+    created.staged([{ before: OLD, after: NEW }], "discovery change of pay");
+    const first = created.status()!;
+    expect(created.act("retry")).toBe(`rollout ${first.id} is applying: only a rolled-back or aborted one can be retried`);
+    expect(created.act("rollback")).toBeNull();
+    expect(ended).toEqual([{ id: first.id, target: [{ backend: "be_pay", version: NEW.version }], reason: `rollout ${first.id}: rolled back by the operator` }]);
+    expect(versions(created)).toEqual(AGENTS.map(() => OLD.version));
+    expect(created.act("retry")).toBeNull();
+    const retried = created.status()!;
+    expect(retried).toMatchObject({ phase: "applying", wave: 0, reason: `retry of ${first.id}: discovery change of pay`, backends: ["be_pay"] });
+    expect(retried.id).not.toBe(first.id);
+    expect(retried.target).toEqual([{ backend: "be_pay", version: NEW.version, servers: 3 }]);
+    expect(versions(created).filter((version) => version === NEW.version)).toHaveLength(1);
+  });
+});

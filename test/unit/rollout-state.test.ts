@@ -369,6 +369,8 @@ describe("rolloutStatus", () => {
     const status = rolloutStatus(state, [1, 1]);
     expect(rolloutStatusSchema.parse(status)).toEqual(status);
     expect(status).toEqual({
+      baseline: [],
+      target: [],
       id: "r1",
       reason: "config change",
       backends: ["be_app"],

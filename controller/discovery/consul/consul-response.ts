@@ -1,3 +1,4 @@
+import { isIP } from "node:net";
 import { z } from "zod";
 import { HafleetError } from "../../../agent/errors.js";
 import type { DroppedInstance, RawInstance } from "../service-snapshot.js";
@@ -48,6 +49,8 @@ export const healthEntrySchema = z.looseObject({
   Node: z.looseObject({
     Node: z.string(),
     Address: z.unknown().optional(),
+    // Judged only when a mapping picks a tagged address (addressOf), so that an odd value drops no one else.
+    TaggedAddresses: z.unknown().optional(),
   }),
   Service: z.looseObject({
     ID: z.string().min(1),
@@ -56,6 +59,7 @@ export const healthEntrySchema = z.looseObject({
     Port: z.unknown().optional(),
     Meta: z.record(z.string(), z.unknown()).nullish(),
     Weights: z.unknown().optional(),
+    TaggedAddresses: z.unknown().optional(),
   }),
   Checks: z.array(checkSchema).nullable(),
 });
@@ -69,6 +73,21 @@ export interface AnswerOptions {
   service: string;
   healthy: HealthPolicy;
   weights: WeightSource;
+  /** Default: Service.Address, else Node.Address. */
+  address?: AddressChoice;
+}
+
+/**
+ * Which address of an instance goes to HAProxy: `service` (Service.Address, else Node.Address),
+ * `node` (Node.Address), or a tagged one: Service.TaggedAddresses[name] (its address and port)
+ * or Node.TaggedAddresses[name] (an address; the service's port).
+ */
+export type AddressChoice = { from: "service" | "node"; tagged: string | null };
+
+export function parseAddressChoice(text: string): AddressChoice {
+  const [from, tagged] = text.split(":", 2) as [string, string | undefined];
+  if (from !== "service" && from !== "node") throw new Error(`address must be service, node, service:NAME or node:NAME, not ${JSON.stringify(text)}`);
+  return { from, tagged: tagged ?? null };
 }
 
 export interface ParsedAnswer {
@@ -104,7 +123,25 @@ export function entriesToInstances(entries: readonly Record<string, unknown>[], 
     else if (outcome.kind === "dropped") result.dropped.push(outcome.dropped);
     else result.unhealthy += 1;
   });
+  if (options.weights === "consul") result.instances = scaleWeights(result.instances);
   return result;
+}
+
+/**
+ * Consul's weights go up to 65535, HAProxy's stop at 256: when any instance's is above 256,
+ * every weight of the answer is scaled by the same factor, so that the largest becomes 256 and
+ * the shares stay (300 and 1000 become 77 and 256, not 256 and 256). A weight above 0 never
+ * becomes 0 (that would drain the instance).
+ */
+export function scaleWeights(instances: readonly RawInstance[]): RawInstance[] {
+  const numbers = instances.map((instance) => instance.weight).filter((weight): weight is number => typeof weight === "number" && Number.isFinite(weight));
+  const largest = numbers.reduce((max, weight) => Math.max(max, weight), 0);
+  if (largest <= MAX_WEIGHT) return [...instances];
+  return instances.map((instance) => {
+    const weight = instance.weight;
+    if (typeof weight !== "number" || !Number.isFinite(weight) || weight < 0) return instance;
+    return { ...instance, weight: weight === 0 ? 0 : Math.max(1, Math.round((weight * MAX_WEIGHT) / largest)) };
+  });
 }
 
 export type EntryOutcome = { kind: "instance"; instance: RawInstance } | { kind: "dropped"; dropped: DroppedInstance } | { kind: "unhealthy" };
@@ -126,9 +163,35 @@ export function entryToInstance(raw: Record<string, unknown>, position: number, 
 
   const weight = weightOf(entry.Service, worst, options.weights);
   if (weight.kind === "invalid") return { kind: "dropped", dropped: { id, reason: weight.reason } };
-  const address = typeof entry.Service.Address === "string" && entry.Service.Address !== "" ? entry.Service.Address : entry.Node.Address;
-  const instance: RawInstance = weight.kind === "absent" ? { id, address, port: entry.Service.Port } : { id, address, port: entry.Service.Port, weight: weight.value };
+  const endpoint = addressOf(entry, options.address ?? { from: "service", tagged: null });
+  if ("reason" in endpoint) return { kind: "dropped", dropped: { id, reason: endpoint.reason } };
+  const { address, port } = endpoint;
+  // A DNS name (an external service, consul-esm) is refused by name: HAProxy is given
+  // addresses, and a name resolved here would go stale without anyone noticing.
+  if (typeof address === "string" && address !== "" && isIP(address) === 0 && /^[A-Za-z0-9.-]+$/.test(address) && /[A-Za-z]/.test(address)) {
+    return { kind: "dropped", dropped: { id, reason: `address ${JSON.stringify(address)} is a DNS name: hafleet sends IP addresses only; register the instance with an IP, or pick one with the mapping's address (e.g. service:lan_ipv4)` } };
+  }
+  const instance: RawInstance = weight.kind === "absent" ? { id, address, port } : { id, address, port, weight: weight.value };
   return { kind: "instance", instance };
+}
+
+/** The address (and port) an instance is reached at, as the mapping chose; a missing tagged address is a reason. */
+function addressOf(entry: HealthEntry, choice: AddressChoice): { address: unknown; port: unknown } | { reason: string } {
+  const service = entry.Service;
+  if (choice.tagged === null) {
+    if (choice.from === "node") return { address: entry.Node.Address, port: service.Port };
+    return { address: typeof service.Address === "string" && service.Address !== "" ? service.Address : entry.Node.Address, port: service.Port };
+  }
+  if (choice.from === "service") {
+    const tagged = taggedOf(service.TaggedAddresses, choice.tagged);
+    if (typeof tagged !== "object" || tagged === null) return { reason: `no Service.TaggedAddresses.${choice.tagged}` };
+    // Consul sends Address/Port; its health.mdx sample spells them address/port: both are read.
+    const fields = tagged as { Address?: unknown; Port?: unknown; address?: unknown; port?: unknown };
+    return { address: fields.Address ?? fields.address, port: fields.Port ?? fields.port };
+  }
+  const tagged = taggedOf(entry.Node.TaggedAddresses, choice.tagged);
+  if (tagged === undefined || tagged === null) return { reason: `no Node.TaggedAddresses.${choice.tagged}` };
+  return { address: tagged, port: service.Port };
 }
 
 const SEVERITY: Record<CheckStatus, number> = { passing: 0, warning: 1, critical: 2 };
@@ -160,8 +223,8 @@ export function weightOf(service: { Meta?: Record<string, unknown> | null; Weigh
     return { kind: "invalid", reason: `Service.Weights: ${weights.error.issues.map((issue) => `${issue.path.join(".") || "value"}: ${issue.message}`).join("; ")}` };
   }
   const value = worst === "warning" ? weights.data.Warning : weights.data.Passing;
-  // Consul allows weights up to 65535 where HAProxy stops at 256: the relative order survives.
-  return { kind: "value", value: value > MAX_WEIGHT ? MAX_WEIGHT : value };
+  // Consul allows weights up to 65535 where HAProxy stops at 256: scaled per answer (scaleWeights).
+  return { kind: "value", value };
 }
 
 /** `X-Consul-Index`: a uint64 in Consul; past 2^53 a JS number would compare wrongly. */
@@ -172,6 +235,10 @@ export function parseConsulIndex(header: string | string[] | undefined, service:
   const index = Number(text);
   if (!Number.isSafeInteger(index)) throw new ConsulAnswerError(service, `X-Consul-Index is too large: ${text}`);
   return index;
+}
+
+function taggedOf(addresses: unknown, name: string): unknown {
+  return isRecord(addresses) ? addresses[name] : undefined;
 }
 
 function fallbackId(raw: Record<string, unknown>, position: number): string {

@@ -3,6 +3,7 @@ import { endpointKey } from "../../../agent/model/values.js";
 import { toServers, type DroppedInstance, type ServiceSnapshot } from "../service-snapshot.js";
 import type { HealthAnswer } from "./consul-client.js";
 import { fullBucket, takeToken, type TokenBucketOptions } from "../../core/token-bucket.js";
+import { classifyFailure, retryDelay, type FailureKind } from "./consul-failure.js";
 
 /*
  * The loop of one watched key: blocking queries for ever, until stopped. The rules it follows
@@ -113,6 +114,25 @@ export interface DiscoveryObserver {
   discoveryFailed(service: string): void;
 }
 
+/** Where one watch stands, for the status: answered, still waiting for its first answer, or failing. */
+export interface WatchHealth {
+  key: string;
+  state: "pending" | "ok" | "failing";
+  /** The last failure's message while failing, else null. */
+  error: string | null;
+  /** `configuration`: retried slowly, an operator must act; else how the last failure was read. */
+  failure: FailureKind | null;
+  /** What to fix, for a configuration problem. */
+  hint: string | null;
+  /** Since when (ms) the watch is in this state. */
+  since: number;
+  /** When the last answer came (ms), or null. */
+  answeredAt: number | null;
+}
+
+/** Consul told us to fix something: asked again at this pace, not faster. */
+export const DEFAULT_CONFIGURATION_RETRY_MS = 60_000;
+
 export interface ConsulWatchOptions {
   key: string;
   /** One query at `index`; rejects on any failure, and when `signal` aborts. */
@@ -123,8 +143,14 @@ export interface ConsulWatchOptions {
   onError(error: Error): void;
   /** The set of dropped instances differs from the last answer's. */
   onDropped?(dropped: readonly DroppedInstance[]): void;
+  /** Every good answer, changed or not. */
+  onAnswer?(): void;
+  /** The watch's state changed (first answer, failing, recovered, another failure's kind). */
+  onHealth?(health: WatchHealth): void;
   rateLimit?: Partial<TokenBucketOptions>;
   backoff?: Partial<BackoffOptions>;
+  /** After a configuration problem (403, unknown dc, over the body limit); default 60 s. */
+  configurationRetryMs?: number;
   clock?: WatchClock;
   random?: () => number;
   observer?: DiscoveryObserver;
@@ -142,12 +168,18 @@ export class ConsulWatch {
   private lastDropped = "";
   private request: AbortController | null = null;
   private refreshRequested = false;
+  private healthState: WatchHealth;
 
   constructor(private readonly options: ConsulWatchOptions) {
     this.clock = options.clock ?? systemClock;
     this.rateLimit = { ...DEFAULT_RATE_LIMIT, ...options.rateLimit };
     this.backoff = { ...DEFAULT_BACKOFF, ...options.backoff };
     this.random = options.random ?? Math.random;
+    this.healthState = { key: options.key, state: "pending", error: null, failure: null, hint: null, since: this.clock.now(), answeredAt: null };
+  }
+
+  get health(): WatchHealth {
+    return this.healthState;
   }
 
   /** The last snapshot notified, with the current dropped instances; null before the first. */
@@ -200,10 +232,16 @@ export class ConsulWatch {
       } catch (error) {
         if (signal.aborted) break;
         if (request.signal.aborted) continue;
+        const failure = classifyFailure(error);
+        // A proxy's idle timeout ended a held query: asked again, same index, nothing failed.
+        if (failure.kind === "idle-cut") continue;
         failures += 1;
+        const reported = error instanceof Error ? error : new Error(String(error));
+        this.setHealth({ state: "failing", error: reported.message, failure: failure.kind, hint: failure.hint });
         this.observe((observer) => observer.discoveryFailed(this.options.key));
-        this.report(error instanceof Error ? error : new Error(String(error)));
-        await this.clock.sleep(backoffDelay(failures, this.backoff, this.random), signal);
+        this.report(reported);
+        const policy = { backoff: (count: number) => backoffDelay(count, this.backoff, this.random), configurationRetryMs: this.options.configurationRetryMs ?? DEFAULT_CONFIGURATION_RETRY_MS };
+        await this.clock.sleep(retryDelay(failure, failures, policy), signal);
         continue;
       } finally {
         signal.removeEventListener("abort", cancel);
@@ -213,6 +251,9 @@ export class ConsulWatch {
       const seconds = (this.clock.now() - sentAt) / 1000;
       this.observe((observer) => observer.discoveryAnswered(this.options.key, seconds, sent > 0));
       failures = 0;
+      this.setHealth({ state: "ok", error: null, failure: null, hint: null }, this.clock.now());
+      const onAnswer = this.options.onAnswer;
+      if (onAnswer !== undefined) safely(onAnswer);
       index = nextIndex(sent, answer.index);
       if (!isNewAnswer(sent, answer.index, seenAny)) continue;
       seenAny = true;
@@ -240,6 +281,14 @@ export class ConsulWatch {
     this.last = { key: this.options.key, servers, dropped };
     const snapshot = this.last;
     safely(() => this.options.onSnapshot(snapshot));
+  }
+
+  private setHealth(next: Pick<WatchHealth, "state" | "error" | "failure" | "hint">, answeredAt = this.healthState.answeredAt): void {
+    const current = this.healthState;
+    const same = current.state === next.state && current.error === next.error && current.failure === next.failure;
+    this.healthState = { ...current, ...next, since: current.state === next.state ? current.since : this.clock.now(), answeredAt };
+    const onHealth = this.options.onHealth;
+    if (!same && onHealth !== undefined) safely(() => onHealth(this.healthState));
   }
 
   private report(error: Error): void {

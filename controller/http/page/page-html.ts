@@ -41,7 +41,7 @@ export const PAGE_HTML = String.raw`<!doctype html>
         <th scope="col">Not in sync</th>
         <th scope="col" class="num">Servers</th>
         <th scope="col">Version</th>
-        <th scope="col">Discovery guard</th>
+        <th scope="col">Discovery</th>
       </tr></thead>
       <tbody id="backends-body"></tbody>
     </table>

@@ -20,6 +20,8 @@ export const PAGE_JS = String.raw`(() => {
 
   const view = { status: null, receivedAt: 0, error: null, timer: 0, inFlight: false };
   const searchTexts = new WeakMap();
+  // Set at each render: a not-sent backend of a frozen fleet says why, not "waiting to send".
+  let frozenReason = null;
   const byId = (id) => document.getElementById(id);
 
   /** An element whose string children become text nodes: data is never parsed as markup. */
@@ -234,7 +236,7 @@ export const PAGE_JS = String.raw`(() => {
       const problems = el("div", "chips");
       for (const state of STATES) if (state !== "in-sync" && backend.states[state] > 0) problems.append(chip(state, backend.states[state]));
       if (problems.childElementCount === 0) problems.append(el("span", "muted", "none"));
-      const guard = backend.held === null ? el("span", "muted", "passing") : el("span", "guard", el("span", "flag", "HELD BY GUARD"), " " + backend.held);
+      const guard = discoveryCell(backend, status.generatedAt);
       const row = el(
         "tr",
         null,
@@ -251,6 +253,23 @@ export const PAGE_JS = String.raw`(() => {
     });
     if (rows.length === 0) rows.push(emptyRow("no backend configured", 6));
     patchRows(byId("backends-body"), rows);
+  }
+
+  // Discovery's health per backend: ok, failing since when with the error, held by the guard,
+  // or never answered. Absent (an older controller): what the guard said, as before.
+  function discoveryCell(backend, now) {
+    let health = backend.discovery ?? { state: "ok", since: null, error: null };
+    if (health.state === "ok" && backend.held !== null) health = { state: "held", since: null, error: backend.held };
+    switch (health.state) {
+      case "ok":
+        return el("span", "muted", "ok");
+      case "held":
+        return el("span", "guard", el("span", "flag", "HELD BY GUARD"), " " + (health.error ?? backend.held ?? ""));
+      case "never-answered":
+        return el("span", "guard", el("span", "flag", "NEVER ANSWERED"), " nothing of it is pushed yet");
+      default:
+        return el("span", "guard", el("span", "flag", "FAILING"), ...(health.since === null ? [" "] : [" since ", ago(now, health.since), ": "]), health.error ?? "");
+    }
   }
 
   function searchText(agent) {
@@ -282,7 +301,7 @@ export const PAGE_JS = String.raw`(() => {
       case "pending":
         return backend.pendingSince === null ? ["sent"] : ["sent ", ago(now, backend.pendingSince)];
       case "not-sent":
-        return ["waiting to send ", version(backend.desiredVersion)];
+        return frozenReason !== null ? ["frozen: " + frozenReason] : ["waiting to send ", version(backend.desiredVersion)];
       case "disconnected":
         return backend.appliedVersion === "" ? ["never acked ", version(backend.desiredVersion)] : ["ran ", version(backend.appliedVersion), ", desired ", version(backend.desiredVersion)];
       default:
@@ -314,6 +333,8 @@ export const PAGE_JS = String.raw`(() => {
     else cell.append(el("strong", "nowrap", "disconnected ", agent.disconnectedAt === null ? "" : ago(now, agent.disconnectedAt)));
     cell.append(" ", el("span", "muted", "· ", el("span", "mono nowrap", agent.peer), " · ", el("span", "nowrap", "hafleet " + agent.hafleetVersion)));
     if (!agent.connected && agent.disconnectReason) cell.append(el("div", "reason", agent.disconnectReason));
+    if (agent.problem) cell.append(el("div", "err", "PROBLEM: " + agent.problem));
+    if (agent.cordoned) cell.append(el("div", "muted", "cordoned: " + agent.cordoned));
     return cell;
   }
 
@@ -352,16 +373,22 @@ export const PAGE_JS = String.raw`(() => {
     byId("agents-more-text").textContent = formatCount(hidden) + " more agents not shown: narrow the filter to see them";
   }
 
+  const OUTCOME_LOOK = { "rolled-back": "s-drifted", superseded: "s-held", failed: "s-rejected", unknown: "s-unknown" };
+
   function renderChanges(status) {
     const now = status.generatedAt;
     const rows = status.changes.map((change) => {
       const backends = el("div", "chips", ...change.backends.map((entry) => el("span", null, el("span", "mono", entry.backend), " ", version(entry.version))));
+      const outcome = change.outcome ?? (change.convergedMs === null ? "converging" : "converged");
+      const ended = OUTCOME_LOOK[outcome];
       const converged =
-        change.agents === 0
-          ? el("span", "muted", "no agent affected")
-          : change.convergedMs !== null
-            ? el("strong", null, formatDuration(change.convergedMs))
-            : el("span", "chip s-pending", "converging, " + formatAge(now - change.at) + " so far");
+        ended !== undefined
+          ? el("span", null, el("span", "chip " + ended, outcome === "unknown" ? "unknown" : outcome.replace("-", " ")), change.outcomeDetail ? " " + change.outcomeDetail : "")
+          : change.agents === 0
+            ? el("span", "muted", "no agent affected")
+            : change.convergedMs !== null
+              ? el("strong", null, formatDuration(change.convergedMs))
+              : el("span", "chip s-pending", "converging, " + formatAge(now - change.at) + " so far");
       const row = el("tr", null, el("td", null, ago(now, change.at)), el("td", null, backends), el("td", "num", formatCount(change.acked) + "/" + formatCount(change.agents)), el("td", "num", converged));
       row.dataset.testid = "change-row";
       return keyed(row, change.at + " " + change.backends.map((entry) => entry.backend + "@" + entry.version).join(" "));
@@ -371,6 +398,7 @@ export const PAGE_JS = String.raw`(() => {
   }
 
   function render(status) {
+    frozenReason = status.frozen === null ? null : status.frozen.reason;
     renderHeader(status);
     renderFrozen(status);
     renderSummary(status);
