@@ -120,3 +120,27 @@ export class ControllerApiError extends HafleetError {
     this.name = "ControllerApiError";
   }
 }
+
+/**
+ * Something on this host stands in the way, not in the input: a port another process holds, a
+ * folder that cannot be written. The CLI exits 3 with the message, which says what to do.
+ */
+export class EnvironmentError extends HafleetError {
+  readonly code = "HAFLEET_ENVIRONMENT";
+  constructor(message: string) {
+    super(message);
+    this.name = "EnvironmentError";
+  }
+}
+
+/** Why a server could not listen on HOST:PORT, and what to do, from the listen error's code. */
+export function listenFailure(address: string, error: unknown, setting: string): HafleetError {
+  const code = (error as NodeJS.ErrnoException).code;
+  const problems: Record<string, string> = {
+    EADDRINUSE: `address already in use: another process listens there (see 'ss -ltnp'); stop it or choose another ${setting}`,
+    EACCES: `permission denied: ports below 1024 need privileges; choose another ${setting}`,
+    EADDRNOTAVAIL: `no interface of this host has that address; choose another ${setting}`,
+  };
+  const problem = (code === undefined ? undefined : problems[code]) ?? `${(error as Error).message}; check ${setting}`;
+  return new EnvironmentError(`cannot listen on ${address}: ${problem}`);
+}

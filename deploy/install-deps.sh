@@ -1,10 +1,45 @@
 #!/usr/bin/env bash
-# Installs what hafleet needs to build and test on Debian, only what is missing: HAProxy,
-# Ansible and Chromium (Debian packages), the npm dependencies (npm ci), and Debian's own Node 18 for the
-# bundle's oldest-Node tests (unpacked, not installed: see below).
+# Installs what hafleet needs on Debian, only what is missing.
+#
+#   bash deploy/install-deps.sh [--for demo|tests]
+#
+#   --for demo   what the demo runs (deploy/demo/demo.sh): HAProxy (a Debian package) and the
+#                npm dependencies (npm ci), nothing else
+#   --for tests  (the default) what the test suite needs besides (.ci/run): Ansible and Chromium
+#                (Debian packages), and Debian's own Node 18 for the bundle's oldest-Node tests
+#                (unpacked, not installed: see below)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export DEBIAN_FRONTEND=noninteractive
+
+purpose=tests
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --for)
+      purpose=${2:-}
+      shift 2 || shift
+      ;;
+    --for=*)
+      purpose=${1#--for=}
+      shift
+      ;;
+    -h | --help)
+      awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"
+      exit 0
+      ;;
+    *)
+      echo "install-deps: unknown argument '$1' (usage: bash deploy/install-deps.sh [--for demo|tests])" >&2
+      exit 2
+      ;;
+  esac
+done
+case "$purpose" in
+  demo | tests) ;;
+  *)
+    echo "install-deps: --for takes demo or tests, not '$purpose'" >&2
+    exit 2
+    ;;
+esac
 
 apt_updated=
 apt_update() {
@@ -13,11 +48,13 @@ apt_update() {
 
 missing=()
 command -v haproxy >/dev/null 2>&1 || missing+=(haproxy)
-# ansible-core, not ansible: the role uses only ansible.builtin modules, and the full ansible
-# package adds some 250 MB of collections.
-command -v ansible-playbook >/dev/null 2>&1 || missing+=(ansible-core)
-# Debian's Chromium, driven by playwright-core, for the status page's browser test.
-[ -x /usr/bin/chromium ] || missing+=(chromium)
+if [ "$purpose" = tests ]; then
+  # ansible-core, not ansible: the role uses only ansible.builtin modules, and the full ansible
+  # package adds some 250 MB of collections.
+  command -v ansible-playbook >/dev/null 2>&1 || missing+=(ansible-core)
+  # Debian's Chromium, driven by playwright-core, for the status page's browser test.
+  [ -x /usr/bin/chromium ] || missing+=(chromium)
+fi
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing ${missing[*]} (Debian packages)" >&2
   apt_update
@@ -33,6 +70,9 @@ fi
 if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
   npm ci --no-audit --no-fund --loglevel=error
 fi
+
+# The demo is done: what follows is for the tests only.
+[ "$purpose" = tests ] || exit 0
 
 # Debian bookworm's nodejs (18.20), the oldest Node the bundles support, for test/integration/
 # bundle.test.ts. Installing it would replace this machine's Node 20, so its packages are

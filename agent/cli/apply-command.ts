@@ -1,4 +1,3 @@
-import { readFile } from "node:fs/promises";
 import type { Logger } from "pino";
 import { InvalidInputError, UsageError } from "../errors.js";
 import { formatHybridOutcome, hybridFlagOptions, hybridReloader, openHybridSession, parseHybridFlags, runHybrid } from "../hybrid/hybrid-session.js";
@@ -9,6 +8,9 @@ import { reconcileSocket, type SocketReport } from "../reconcile/reconciler.js";
 import { RuntimeClient } from "../runtime/runtime-client.js";
 import { parseSocketAddress } from "../runtime/socket-address.js";
 import { parseDuration, parseFlags } from "./args.js";
+import { stateDirProblem } from "../config/check-files.js";
+import { readInputFile } from "./read-input.js";
+import { terminalSafeJson, terminalSafeLines } from "./terminal-safe.js";
 import { formatDryRun, formatPlan, formatReport, planConverges } from "./format.js";
 
 export const APPLY_HELP = `Usage: hafleet-agent apply --socket SOCKET [--socket SOCKET ...] --desired FILE [options]
@@ -75,6 +77,10 @@ export async function applyCommand(args: string[], log: Logger): Promise<number>
   const unmanaged = unmanagedIssues(desired.backends, managedBackends(flags.manage));
   if (unmanaged.length > 0) throw new InvalidInputError(sourceOf(flags.desired), unmanaged);
   const stateDir = flags["state-dir"] ?? "/var/lib/hafleet";
+  // Before any socket is opened: a state dir that cannot hold the ledgers would fail mid-apply
+  // (a dry run only reads them).
+  const stateDirIssue = flags["dry-run"] ? null : await stateDirProblem(stateDir);
+  if (stateDirIssue !== null) throw new InvalidInputError("--state-dir", [{ path: "", message: stateDirIssue }]);
   const hybrid = hybridSettings && !flags["dry-run"] ? await openHybridSession(hybridSettings, flags.socket![0]!) : null;
   let hybridOk = true;
 
@@ -87,7 +93,7 @@ export async function applyCommand(args: string[], log: Logger): Promise<number>
         const report = await reconcile();
         if (!hybrid) return report;
         const outcome = await runHybrid(hybrid, client, desired, report, reconcile, log, hybridReloader(hybrid, client, log));
-        process.stderr.write(formatHybridOutcome(outcome, hybrid.settings.configFile) + "\n");
+        process.stderr.write(terminalSafeLines(formatHybridOutcome(outcome, hybrid.settings.configFile)) + "\n");
         hybridOk = outcome.ok;
         return outcome.report;
       } finally {
@@ -101,18 +107,11 @@ export async function applyCommand(args: string[], log: Logger): Promise<number>
 }
 
 async function loadDesired(file: string): Promise<DesiredState> {
-  const text = file === "-" ? await readStdin() : await readFile(file, "utf8");
-  return parseDesiredStateJson(text, sourceOf(file));
+  return parseDesiredStateJson(await readInputFile(file, "desired-state file"), sourceOf(file));
 }
 
 function sourceOf(file: string): string {
   return file === "-" ? "stdin" : file;
-}
-
-async function readStdin(): Promise<string> {
-  const chunks: Buffer[] = [];
-  for await (const chunk of process.stdin) chunks.push(chunk as Buffer);
-  return Buffer.concat(chunks).toString("utf8");
 }
 
 function print(reports: readonly SocketReport[], json: boolean, dryRun: boolean): void {
@@ -126,7 +125,7 @@ function print(reports: readonly SocketReport[], json: boolean, dryRun: boolean)
       outcomes: report.outcomes,
       final: report.final,
     }));
-    process.stdout.write(JSON.stringify({ dryRun, sockets: rendered }, commandsAsText, 2) + "\n");
+    process.stdout.write(terminalSafeJson(JSON.stringify({ dryRun, sockets: rendered }, commandsAsText, 2)) + "\n");
     return;
   }
   for (const report of reports) {

@@ -2,14 +2,19 @@ import type { StepOutcome } from "../reconcile/execute-plan.js";
 import type { ObservedServer, ObservedState } from "../reconcile/observed-state.js";
 import type { Plan } from "../reconcile/planner.js";
 import type { SocketReport } from "../reconcile/reconciler.js";
+import { terminalSafe as safe } from "./terminal-safe.js";
 
-/** Human-readable renderings; `--json` prints the same data as JSON instead. */
+/**
+ * Human-readable renderings; `--json` prints the same data as JSON instead. Every name, address
+ * and reply here came from HAProxy or a file: each is shown through `safe`, so none can write
+ * escape sequences to the terminal or a line of its own.
+ */
 
 export function formatPlan(socket: string, plan: Plan): string {
-  const lines = [`${socket}: ${plan.steps.length} change(s) planned`];
+  const lines = [`${safe(socket)}: ${plan.steps.length} change(s) planned`];
   for (const step of plan.steps) {
-    lines.push(`  ${step.action.padEnd(10)} ${`${step.backend}/${step.server}`.padEnd(32)} ${step.endpoint ?? "-"}`);
-    for (const command of [...step.prepare, ...step.commit]) lines.push(`      ${command.text}`);
+    lines.push(`  ${step.action.padEnd(10)} ${safe(`${step.backend}/${step.server}`).padEnd(32)} ${safe(step.endpoint ?? "-")}`);
+    for (const command of [...step.prepare, ...step.commit]) lines.push(`      ${safe(command.text)}`);
   }
   return lines.join("\n");
 }
@@ -17,10 +22,10 @@ export function formatPlan(socket: string, plan: Plan): string {
 export function formatReport(report: SocketReport): string {
   const applied = report.outcomes.filter((outcome) => outcome.ok).length;
   const verdict = report.converged ? "runs the desired state" : "does NOT run the desired state";
-  const lines = [`${report.socket}: ${verdict} (${applied} change(s) applied)`];
+  const lines = [`${safe(report.socket)}: ${verdict} (${applied} change(s) applied)`];
   for (const outcome of report.outcomes) if (!outcome.ok) lines.push(`  failed: ${describeFailure(outcome)}`);
   lines.push(...backendNotes(report.final));
-  for (const step of report.final.steps) lines.push(`  still to do: ${step.action} ${step.backend}/${step.server}`);
+  for (const step of report.final.steps) lines.push(`  still to do: ${step.action} ${safe(`${step.backend}/${step.server}`)}`);
   return lines.join("\n");
 }
 
@@ -41,7 +46,7 @@ function notPlaced(plan: Plan): number {
 export function formatDryRun(report: SocketReport): string {
   const { socket, plan } = report;
   const verdict = planConverges(plan) ? "would run the desired state after these changes" : `would NOT run the desired state: ${notPlaced(plan)} not placed`;
-  return [formatPlan(socket, plan), ...backendNotes(plan), `${socket}: ${verdict}`].join("\n");
+  return [formatPlan(socket, plan), ...backendNotes(plan), `${safe(socket)}: ${verdict}`].join("\n");
 }
 
 /** Per backend, what an operator should know besides the changes: held, unplaced, draining. */
@@ -49,19 +54,19 @@ function backendNotes(plan: Plan): string[] {
   const lines: string[] = [];
   for (const backend of plan.backends) {
     for (const held of backend.held) {
-      lines.push(`  held by operator: ${backend.backend}/${held.server} ${held.endpoint ?? "-"} (${held.admin}${held.desired ? "" : ", no longer desired"})`);
+      lines.push(`  held by operator: ${safe(`${backend.backend}/${held.server} ${held.endpoint ?? "-"} (${held.admin}`)}${held.desired ? "" : ", no longer desired"})`);
     }
-    for (const unplaced of backend.unplaced) lines.push(`  not placed: ${backend.backend} ${unplaced.endpoint} (${unplaced.reason})`);
-    for (const drain of backend.draining) lines.push(`  still draining: ${backend.backend}/${drain.server} ${drain.endpoint ?? "-"}`);
-    for (const name of backend.unmanageable) lines.push(`  left alone (name not usable in a command): ${backend.backend}/${name}`);
+    for (const unplaced of backend.unplaced) lines.push(`  not placed: ${safe(`${backend.backend} ${unplaced.endpoint} (${unplaced.reason})`)}`);
+    for (const drain of backend.draining) lines.push(`  still draining: ${safe(`${backend.backend}/${drain.server} ${drain.endpoint ?? "-"}`)}`);
+    for (const name of backend.unmanageable) lines.push(`  left alone (name not usable in a command): ${safe(`${backend.backend}/${name}`)}`);
   }
   return lines;
 }
 
 function describeFailure(outcome: Extract<StepOutcome, { ok: false }>): string {
-  const target = `${outcome.step.action} ${outcome.step.backend}/${outcome.step.server}`;
+  const target = `${outcome.step.action} ${safe(`${outcome.step.backend}/${outcome.step.server}`)}`;
   if ("skipped" in outcome) return `${target}: held back, a new server of this backend could not be placed`;
-  return `${target}: '${outcome.command}' -> ${JSON.stringify(outcome.reply)} (${outcome.reason})`;
+  return `${target}: ${safe(`'${outcome.command}' -> ${JSON.stringify(outcome.reply)} (${outcome.reason})`)}`;
 }
 
 const COLUMNS = ["BACKEND", "SERVER", "ADDRESS", "WEIGHT", "ADMIN", "STATUS", "MANAGED"] as const;
@@ -70,12 +75,12 @@ export function formatObserved(socket: string, observed: ObservedState): string 
   const rows: string[][] = [];
   for (const backend of observed.values()) {
     for (const server of backend.servers) {
-      rows.push([backend.rawName, server.rawName, serverEndpoint(server), String(server.userWeight), server.admin, server.status ?? "-", managedBy(server)]);
+      rows.push([backend.rawName, server.rawName, serverEndpoint(server), String(server.userWeight), server.admin, server.status ?? "-", managedBy(server)].map(safe));
     }
   }
   const widths = COLUMNS.map((title, column) => Math.max(title.length, ...rows.map((row) => row[column]!.length)));
   const render = (cells: readonly string[]) => cells.map((cell, column) => cell.padEnd(widths[column]!)).join("  ").trimEnd();
-  return [`${socket}:`, render(COLUMNS), ...rows.map(render)].join("\n");
+  return [`${safe(socket)}:`, render(COLUMNS), ...rows.map(render)].join("\n");
 }
 
 export function serverEndpoint(server: ObservedServer): string {

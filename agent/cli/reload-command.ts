@@ -8,6 +8,7 @@ import { RuntimeClient } from "../runtime/runtime-client.js";
 import { parseSocketAddress } from "../runtime/socket-address.js";
 import { parseDuration, parseFlags } from "./args.js";
 import { EXIT } from "./run-cli.js";
+import { terminalSafe, terminalSafeLines } from "./terminal-safe.js";
 
 export const RELOAD_HELP = `Usage: hafleet-agent reload --master-socket M --socket S --state-file F [options]
 
@@ -78,15 +79,15 @@ export async function reloadCommand(args: string[], log: Logger): Promise<number
     if (error instanceof ReloadFailedError) {
       // 2.7+ gives its reason in the reply (in the message already); 2.6 says nothing, so ask `haproxy -c`.
       const why = error.reason !== null ? "" : flags.config === undefined ? `\n${NO_REASON}` : `\n${await explain(flags["haproxy-bin"] ?? "haproxy", flags.config)}`;
-      process.stderr.write(`hafleet-agent reload: ${error.message}${why}\n`);
+      process.stderr.write(`${terminalSafeLines(`hafleet-agent reload: ${error.message}${why}`)}\n`);
       return EXIT.notConverged;
     }
     if (error instanceof ReloadTimeoutError) {
-      process.stderr.write(`hafleet-agent reload: ${error.message}\n`);
+      process.stderr.write(`${terminalSafeLines(`hafleet-agent reload: ${error.message}`)}\n`);
       return error.last === null ? EXIT.unreachable : EXIT.notConverged;
     }
     if (error instanceof StateFileWriteError) {
-      process.stderr.write(`hafleet-agent reload: ${error.message}; nothing was reloaded\n`);
+      process.stderr.write(`${terminalSafe(`hafleet-agent reload: ${error.message}`)}; nothing was reloaded\n`);
       return EXIT.notConverged;
     }
     throw error;

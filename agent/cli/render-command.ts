@@ -1,4 +1,3 @@
-import { readFile } from "node:fs/promises";
 import type { Logger } from "pino";
 import { InvalidInputError, UsageError } from "../errors.js";
 import { ConfigRejectedError, writeConfig } from "../hybrid/config-writer.js";
@@ -7,6 +6,8 @@ import { fromDesired, MAX_SPARE_SLOTS, type RenderContext } from "../hybrid/rend
 import { parseDesiredStateJson } from "../model/desired-state.js";
 import { parseFlags } from "./args.js";
 import { EXIT } from "./run-cli.js";
+import { readInputFile } from "./read-input.js";
+import { terminalSafe, terminalSafeLines } from "./terminal-safe.js";
 
 export const RENDER_HELP = `Usage: hafleet-agent render --template T --desired FILE --out haproxy.cfg [options]
 
@@ -49,7 +50,7 @@ export async function renderCommand(args: string[], log: Logger): Promise<number
   const spareSlots = parseCount("--spare-slots", flags["spare-slots"], DEFAULT_SPARE_SLOTS, MAX_SPARE_SLOTS);
   const defaultWeight = parseCount("--default-weight", flags["default-weight"], 1, 256);
   const vars = parseTemplateVars(flags.var ?? []);
-  const desired = parseDesiredStateJson(await readInput(flags.desired), flags.desired === "-" ? "stdin" : flags.desired);
+  const desired = parseDesiredStateJson(await readInputFile(flags.desired, "desired-state file"), flags.desired === "-" ? "stdin" : flags.desired);
   const template = await loadTemplate(flags.template);
   const context = fromDesired(desired, { spareSlots, defaultWeight });
   const text = template.render(context, vars);
@@ -57,13 +58,13 @@ export async function renderCommand(args: string[], log: Logger): Promise<number
   const out = flags.out;
   try {
     const result = await writeConfig(out, text, { check: flags.check ?? false, ...(flags.haproxy ? { haproxyBin: flags.haproxy } : {}), logger: log });
-    for (const warning of result.warnings) process.stderr.write(`${warning}\n`);
+    for (const warning of result.warnings) process.stderr.write(`${terminalSafe(warning)}\n`);
     process.stdout.write(result.changed ? `${out}: written (${describe(context)})\n` : `${out}: unchanged (${describe(context)})\n`);
     return EXIT.ok;
   } catch (error) {
     if (!(error instanceof ConfigRejectedError)) throw error;
     // HAProxy's own words: they name the line of the rendered file that is wrong.
-    process.stderr.write(`hafleet-agent render: ${error.message}\n${out} was left as it was.\n`);
+    process.stderr.write(`${terminalSafeLines(`hafleet-agent render: ${error.message}`)}\n${out} was left as it was.\n`);
     return EXIT.invalidInput;
   }
 }
@@ -80,15 +81,3 @@ function parseCount(flag: string, text: string | undefined, fallback: number, ma
   return value;
 }
 
-async function readInput(file: string): Promise<string> {
-  if (file !== "-") {
-    try {
-      return await readFile(file, "utf8");
-    } catch (error) {
-      throw new InvalidInputError(file, [{ path: "", message: `cannot read: ${(error as Error).message}` }]);
-    }
-  }
-  const chunks: Buffer[] = [];
-  for await (const chunk of process.stdin) chunks.push(chunk as Buffer);
-  return Buffer.concat(chunks).toString("utf8");
-}

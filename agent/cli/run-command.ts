@@ -1,6 +1,6 @@
 import type { Logger } from "pino";
 import { plaintextWarning } from "../config/agent-config.js";
-import { agentConfigFromFlags, loadAgentConfig, prepareAgent, runFlagOptions, type PreparedAgent } from "../config/load-agent-config.js";
+import { prepareAgentFromFile, prepareAgentFromFlags, runFlagOptions, type PreparedAgent } from "../config/load-agent-config.js";
 import { packageVersion } from "../config/package-version.js";
 import { serveUntilStopped, type Running } from "../config/serve-until-stopped.js";
 import { UsageError } from "../errors.js";
@@ -14,7 +14,7 @@ import { parseFlags } from "./args.js";
 import { EXIT } from "./run-cli.js";
 
 export const RUN_HELP = `Usage: hafleet-agent run --config FILE
-       hafleet-agent run --controller HOST:PORT [--controller ...] --socket SOCKET [--socket ...] --id ID [options]
+       hafleet-agent run --controller HOST:PORT [--controller ...] --socket SOCKET [--socket ...] [options]
 
 Runs the agent: keeps every HAProxy given by --socket in step with the desired backend servers
 the hafleet controller streams to it. The desired state is stored in the state dir and applied
@@ -27,7 +27,8 @@ valid is logged and the running settings stay).
   --controller A    controller address HOST:PORT (repeat: tried in order, the next one after
                     each failure)
   --socket S        admin socket: a unix path, or HOST:PORT (repeat for several HAProxy)
-  --id ID           this agent's id (1-128 letters, digits, '.', '_' or '-')
+  --id ID           this agent's id (1-128 letters, digits, '.', '_' or '-'); default: this
+                    host's name, as in a config file
   --label K=V       a label the controller selects agents by, e.g. region=eu-west-1 (repeat)
   --manage P        a backend this agent may change: a name, or a pattern where '*' stands for
                     any characters, e.g. be_web_* (repeat); a push for any other backend is
@@ -48,16 +49,17 @@ valid is logged and the running settings stay).
                     --state-file F --master-socket S [--spare-slots N] [--var KEY=VALUE ...]
   -h, --help        this text
 
-Exit codes: 0 stopped by SIGTERM/SIGINT; 2 invalid input.`;
+Exit codes: 0 stopped by SIGTERM/SIGINT; 2 invalid input (settings, or a file they name:
+TLS files, the template, the state dir); 3 this host stands in the way (the metrics port taken).`;
 
 export async function runCommand(args: string[], log: Logger): Promise<number> {
   const { config: file, ...flags } = parseFlags("run", args, { config: { type: "string" }, ...runFlagOptions });
   if (file !== undefined && Object.keys(flags).length > 0) throw new UsageError("give either --config or the run flags, not both");
-  if (file === undefined && (flags.controller === undefined || flags.socket === undefined || flags.id === undefined)) {
-    throw new UsageError("run needs --config FILE, or --controller, --socket and --id");
+  if (file === undefined && (flags.controller === undefined || flags.socket === undefined)) {
+    throw new UsageError("run needs --config FILE, or --controller and --socket");
   }
-  const reload = file === undefined ? null : async () => prepareAgent(await loadAgentConfig(file));
-  const initial = reload === null ? await prepareAgent(agentConfigFromFlags(flags)) : await reload();
+  const reload = file === undefined ? null : () => prepareAgentFromFile(file);
+  const initial = reload === null ? await prepareAgentFromFlags(flags) : await reload();
   const defaultLevel = log.level;
   await serveUntilStopped({ initial, reload, start: (agent) => startAgent(agent, log, defaultLevel), log });
   return EXIT.ok;

@@ -5,6 +5,7 @@ import { RuntimeClient } from "../runtime/runtime-client.js";
 import { parseSocketAddress } from "../runtime/socket-address.js";
 import { parseFlags } from "./args.js";
 import { EXIT } from "./run-cli.js";
+import { terminalSafe } from "./terminal-safe.js";
 
 export const SAVE_STATE_HELP = `Usage: hafleet-agent save-state --socket SOCKET --state-file FILE
 
@@ -31,8 +32,7 @@ export async function saveStateCommand(args: string[], log: Logger): Promise<num
     return EXIT.ok;
   } catch (error) {
     if (!(error instanceof StateFileWriteError)) throw error;
-    log.error({ code: error.code, socket: client.name }, error.message);
-    process.stderr.write(`hafleet-agent save-state: ${error.message}\n`);
+    process.stderr.write(`${terminalSafe(`hafleet-agent save-state: ${error.message}`)}\n`);
     return EXIT.notConverged;
   } finally {
     client.close();

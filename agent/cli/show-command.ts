@@ -4,6 +4,7 @@ import { readObservedState } from "../reconcile/read-observed.js";
 import { RuntimeClient } from "../runtime/runtime-client.js";
 import { parseSocketAddress } from "../runtime/socket-address.js";
 import { parseFlags } from "./args.js";
+import { terminalSafeJson } from "./terminal-safe.js";
 import { formatObserved, managedBy, serverEndpoint } from "./format.js";
 
 export const SHOW_HELP = `Usage: hafleet-agent show --socket SOCKET [--socket SOCKET ...] [--json]
@@ -47,7 +48,7 @@ export async function showCommand(args: string[], log: Logger): Promise<number> 
         })),
       })),
     }));
-    process.stdout.write(JSON.stringify({ sockets }, null, 2) + "\n");
+    process.stdout.write(terminalSafeJson(JSON.stringify({ sockets }, null, 2)) + "\n");
   } else {
     process.stdout.write(views.map(({ socket, observed }) => formatObserved(socket, observed)).join("\n\n") + "\n");
   }

@@ -9,7 +9,7 @@ import { helloSchema, LIMITS } from "../../proto/messages.js";
 import { durationSchema } from "./duration.js";
 import { isLoopbackHost } from "../metrics/http-endpoint.js";
 import { tlsFilesSchema } from "../tls/tls-files.js";
-import { parseListen } from "../../controller/config/config-values.js";
+import { listenSchema, parseListen } from "../../controller/config/config-values.js";
 
 /*
  * `hafleet-agent run`'s settings, as one zod schema: the config file and the run flags both
@@ -19,11 +19,12 @@ import { parseListen } from "../../controller/config/config-values.js";
 
 const DEFAULT_STATE_DIR = "/var/lib/hafleet";
 
+/** Not a HOST:PORT at all counts as loopback here: the listen schema says what is wrong with it. */
 function isLoopbackListen(text: string): boolean {
   try {
     return isLoopbackHost(parseListen(text).host);
   } catch {
-    return false;
+    return true;
   }
 }
 
@@ -74,6 +75,11 @@ const hybridSchema = z.strictObject({
   vars: varsSchema.default({}),
 });
 
+/** Said of a controller off loopback without tls or insecure; the flags' wording names the flags. */
+export const REMOTE_NEEDS_TLS = "needs tls (ca, cert, key) or insecure: true, since it is not a loopback address: anyone in the path could push any desired state";
+export const REMOTE_NEEDS_TLS_FLAGS =
+  "needs --tls-ca, --tls-cert and --tls-key, or --insecure, since it is not a loopback address: anyone in the path could push any desired state";
+
 export const agentConfigSchema = z
   .strictObject({
     /** Tried in order, the next one after each failure. */
@@ -92,7 +98,9 @@ export const agentConfigSchema = z
      */
     manage: manageListSchema.optional(),
     /** Prometheus /metrics on this loopback HOST:PORT; absent: none. */
-    metricsListen: z.string().refine((text) => isLoopbackListen(text), "must be a loopback HOST:PORT (127.0.0.1:7902): the agent's local endpoints are not for the network").optional(),
+    metricsListen: listenSchema
+      .refine((text) => isLoopbackListen(text), "must be a loopback HOST:PORT (127.0.0.1:7902): the agent's local endpoints are not for the network")
+      .optional(),
     /** mTLS to the controller: the fleet CA, this agent's certificate (its id in the SAN) and key. */
     tls: tlsFilesSchema.optional(),
     /** Plaintext to a controller off loopback, said in as many words (then a warning at start). */
@@ -115,7 +123,7 @@ export const agentConfigSchema = z
         ctx.addIssue({
           code: "custom",
           path: ["controllers", config.controllers.indexOf(remote)],
-          message: "needs tls (ca, cert, key) or insecure: true, since it is not a loopback address: anyone in the path could push any desired state",
+          message: REMOTE_NEEDS_TLS,
           input: remote,
         });
       }

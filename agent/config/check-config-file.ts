@@ -1,4 +1,5 @@
 import { EXIT } from "../cli/run-cli.js";
+import { terminalSafe } from "../cli/terminal-safe.js";
 import { InvalidInputError } from "../errors.js";
 
 /**
@@ -13,11 +14,11 @@ export async function checkConfigFile(file: string, load: (file: string) => Prom
   } catch (error) {
     if (!(error instanceof InvalidInputError)) throw error;
     // Each problem as its own error's message: the usual wording, one line each.
-    for (const issue of error.issues) process.stderr.write(new InvalidInputError(error.source, [issue]).message + "\n");
+    for (const issue of error.issues) process.stderr.write(terminalSafe(new InvalidInputError(error.source, [issue]).message) + "\n");
     return EXIT.invalidInput;
   }
-  for (const warning of warningsOf(loaded)) process.stderr.write(`${file}: warning: ${warning}\n`);
-  process.stdout.write(`${file}: ok\n`);
+  for (const warning of warningsOf(loaded)) process.stderr.write(terminalSafe(`${file}: warning: ${warning}`) + "\n");
+  process.stdout.write(terminalSafe(`${file}: ok`) + "\n");
   return EXIT.ok;
 }
 

@@ -4,6 +4,7 @@ import { isMap, isScalar, isSeq, LineCounter, parseDocument, type Document } fro
 import type { z } from "zod";
 import { InvalidInputError, type InputIssue } from "../errors.js";
 import { issuesOf } from "../model/validate.js";
+import { readProblem } from "../cli/read-input.js";
 
 /*
  * Configuration files of both programs: YAML or JSON by extension, validated against a zod
@@ -22,7 +23,8 @@ export async function loadConfigFile<S extends z.ZodType>(schema: S, path: strin
   try {
     text = await readFile(path, "utf8");
   } catch (error) {
-    throw new InvalidInputError(path, [{ path: "", message: `cannot read the file: ${(error as Error).message}` }]);
+    const code = (error as NodeJS.ErrnoException).code;
+    throw new InvalidInputError(path, [{ path: "", message: `cannot read the file: ${code === undefined ? "" : `${code}: `}${readProblem(error)}` }]);
   }
   return parseConfigText(schema, text, format, path);
 }

@@ -4,12 +4,18 @@ import { InvalidInputError, type InputIssue } from "../errors.js";
 import { hybridFlagOptions, openHybridSession, parseHybridFlags, type HybridFlags, type HybridSession, type HybridSettings } from "../hybrid/hybrid-session.js";
 import { parseTemplateVars } from "../hybrid/render-config.js";
 import { issuesOf } from "../model/validate.js";
-import { agentConfigSchema, manageWarning, varTexts, type AgentConfig, type AgentConfigInput, type HybridConfig } from "./agent-config.js";
+import { agentConfigSchema, manageWarning, REMOTE_NEEDS_TLS, REMOTE_NEEDS_TLS_FLAGS, varTexts, type AgentConfig, type AgentConfigInput, type HybridConfig } from "./agent-config.js";
+import { stateDirProblem, tlsFileIssues } from "./check-files.js";
 import { loadConfigFile, type ConfigFormat } from "./config-file.js";
 
 /** Reads, parses and validates an agent config file; relative paths in it are made absolute. */
 export async function loadAgentConfig(path: string, format?: ConfigFormat): Promise<AgentConfig> {
   return withPathsFrom(dirname(path), await loadConfigFile(agentConfigSchema, path, format));
+}
+
+/** A config file read and prepared as `run --config` starts it; issues name the file. */
+export async function prepareAgentFromFile(path: string, format?: ConfigFormat): Promise<PreparedAgent> {
+  return prepareAgent(await loadAgentConfig(path, format), path);
 }
 
 /** A path in a config file means "next to this file", wherever the agent started. */
@@ -45,11 +51,41 @@ export interface PreparedAgent {
   warnings: string[];
 }
 
-/** Everything that can refuse the configuration, done before anything runs with it. */
-export async function prepareAgent(config: AgentConfig): Promise<PreparedAgent> {
-  const hybrid = config.hybrid === undefined ? undefined : await openHybridSession(hybridSettings(config.hybrid), config.sockets[0]!);
+/**
+ * Everything that can refuse the configuration, done before anything runs with it: the files it
+ * names (TLS, the hybrid template) and the state dir, every problem found, not just the first.
+ * `source` and `nameOf` say where the settings came from (a file and its fields, or the flags).
+ */
+export async function prepareAgent(config: AgentConfig, source = "configuration", nameOf: (field: string) => string = (field) => field): Promise<PreparedAgent> {
   const manage = manageWarning(config);
-  return { config, hybrid, warnings: manage === null ? [] : [manage] };
+  const warnings = manage === null ? [] : [manage];
+  const issues: InputIssue[] = [];
+  if (config.tls !== undefined) issues.push(...(await tlsFileIssues(config.tls, Date.now())));
+  const stateDir = await stateDirProblem(config.stateDir);
+  if (stateDir !== null) issues.push({ path: "stateDir", message: stateDir });
+  let hybrid: HybridSession | undefined;
+  try {
+    hybrid = config.hybrid === undefined ? undefined : await openHybridSession(hybridSettings(config.hybrid), config.sockets[0]!);
+  } catch (error) {
+    if (!(error instanceof InvalidInputError)) throw error;
+    for (const issue of error.issues) issues.push({ ...issue, path: "hybrid.configTemplate", message: `${error.source}: ${issue.path === "" ? "" : `${issue.path}: `}${issue.message}` });
+  }
+  if (issues.length > 0) throw new InvalidInputError(source, issues.map((issue) => ({ ...issue, path: nameOf(issue.path) })));
+  return { config, hybrid, warnings };
+}
+
+/**
+ * The settings of a file alone, not the files they name: for a staged copy checked before those
+ * are in place (Ansible's `validate`). A start checks them all, as `prepareAgent` does.
+ */
+export async function checkAgentSettings(path: string, format?: ConfigFormat): Promise<{ warnings: string[] }> {
+  const manage = manageWarning(await loadAgentConfig(path, format));
+  return { warnings: manage === null ? [] : [manage] };
+}
+
+/** `prepareAgent` for the run flags: issues name the flag. */
+export function prepareAgentFromFlags(flags: RunFlags): Promise<PreparedAgent> {
+  return prepareAgent(agentConfigFromFlags(flags), "command line", flagOf);
 }
 
 function hybridSettings(hybrid: HybridConfig): HybridSettings {
@@ -107,7 +143,8 @@ export function agentConfigFromFlags(flags: RunFlags, source = "command line"): 
   const input: AgentConfigInput = {
     controllers: flags.controller ?? [],
     sockets: flags.socket ?? [],
-    id: flags.id ?? "",
+    // Absent: the schema's default, this host's name, as in a config file.
+    ...(flags.id === undefined ? {} : { id: flags.id }),
     labels: parseLabels(flags.label ?? []),
     ...(flags.manage === undefined ? {} : { manage: flags.manage }),
     ...(flags["state-dir"] === undefined ? {} : { stateDir: flags["state-dir"] }),
@@ -131,12 +168,29 @@ export function agentConfigFromFlags(flags: RunFlags, source = "command line"): 
           },
         }),
   };
+  const partialTls = partialTlsIssue(flags);
+  if (partialTls !== null) throw new InvalidInputError(source, [partialTls]);
   const result = agentConfigSchema.safeParse(input);
   if (!result.success) {
-    const issues = issuesOf(result.error, input).map((issue) => ({ ...issue, path: flagOf(issue.path) }));
+    const issues = issuesOf(result.error, input).map((issue) => ({ ...issue, path: flagOf(issue.path), message: flagWording(issue.message) }));
     throw new InvalidInputError(source, issues);
   }
   return result.data;
+}
+
+const TLS_FLAGS = ["--tls-ca", "--tls-cert", "--tls-key"] as const;
+
+/** Some of the three TLS flags but not all: say which are missing, not that one is empty. */
+function partialTlsIssue(flags: RunFlags): InputIssue | null {
+  const given = TLS_FLAGS.filter((flag) => flags[flag.slice(2) as "tls-ca" | "tls-cert" | "tls-key"] !== undefined);
+  if (given.length === 0 || given.length === TLS_FLAGS.length) return null;
+  const missing = TLS_FLAGS.filter((flag) => !given.includes(flag));
+  return { path: missing[0]!, message: `missing: ${TLS_FLAGS.join(", ")} go together (${given.join(" and ")} given, ${missing.join(" and ")} not)` };
+}
+
+/** A schema message in config-file words (`insecure: true`) in flag words (`--insecure`). */
+function flagWording(message: string): string {
+  return message === REMOTE_NEEDS_TLS ? REMOTE_NEEDS_TLS_FLAGS : message;
 }
 
 function parseLabels(texts: readonly string[]): Record<string, string> {

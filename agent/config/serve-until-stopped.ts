@@ -1,4 +1,5 @@
 import type { Logger } from "pino";
+import { HafleetError } from "../errors.js";
 
 export interface Running {
   stop(): Promise<void>;
@@ -41,7 +42,7 @@ export async function serveUntilStopped<C>(options: ServeOptions<C>): Promise<vo
         config = next;
         log.info("restarted with the new configuration");
       } catch (error) {
-        log.error({ err: error }, "the new configuration did not start; starting the previous one again");
+        log.error({ err: loggable(error) }, "the new configuration did not start; starting the previous one again");
         running = await options.start(config);
       }
     }
@@ -60,9 +61,14 @@ async function reread<C>({ reload, log }: ServeOptions<C>): Promise<C | null> {
     log.info("SIGHUP: configuration re-read, restarting with it");
     return config;
   } catch (error) {
-    log.error({ err: error }, "SIGHUP: the new configuration is refused; the running one stays");
+    log.error({ err: loggable(error) }, "SIGHUP: the new configuration is refused; the running one stays");
     return null;
   }
+}
+
+/** A user's mistake as its one-line message; only an unexpected error keeps its stack for the log. */
+function loggable(error: unknown): unknown {
+  return error instanceof HafleetError ? error.message : error;
 }
 
 const SIGNALS = ["SIGTERM", "SIGINT", "SIGHUP"] as const;

@@ -1,6 +1,6 @@
 import { createServer, type IncomingMessage, type ServerResponse } from "node:http";
 import type { Logger } from "pino";
-import { InvalidInputError } from "../errors.js";
+import { InvalidInputError, listenFailure } from "../errors.js";
 import { parseListen } from "../../controller/config/config-values.js";
 import { isLoopbackHost, listenHttp, type RunningHttpServer } from "./http-endpoint.js";
 import type { MetricsSource } from "./metrics-registry.js";
@@ -8,6 +8,8 @@ import type { MetricsSource } from "./metrics-registry.js";
 export interface MetricsServerOptions {
   /** Serve on a non-loopback address too: the controller's choice, never the agent's default. */
   allowRemote?: boolean;
+  /** The setting that names the address, for an error that says what to change. */
+  setting?: string;
 }
 
 const TEXT = "text/plain; charset=utf-8";
@@ -27,11 +29,10 @@ export async function startMetricsServer(listen: string, sources: readonly Metri
       },
     ]);
   }
-  const running = await listenHttp(
-    createServer((request, response) => void respond(request, response, sources, logger)),
-    host,
-    port,
-  );
+  const server = createServer((request, response) => void respond(request, response, sources, logger));
+  const running = await listenHttp(server, host, port).catch((error: unknown) => {
+    throw listenFailure(listen, error, options.setting ?? "--metrics-listen (metricsListen in a config file)");
+  });
   logger.info({ listen, port: running.port }, "metrics listening");
   return running;
 }

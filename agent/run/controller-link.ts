@@ -1,6 +1,7 @@
 import * as grpc from "@grpc/grpc-js";
 import type { Logger } from "pino";
 import { InvalidInputError } from "../errors.js";
+import { connectFailureCause, secureContextOf } from "./connect-failure.js";
 import { nameSchema, type Name } from "../model/values.js";
 import { loadFleetService } from "../../proto/fleet-protocol.js";
 import { heartbeatDue } from "../../proto/heartbeat.js";
@@ -204,6 +205,8 @@ export class ControllerLink {
   private call: SyncCall | null = null;
   private client: grpc.Client | null = null;
   private wake: (() => void) | null = null;
+  /** Failures already warned of, `address cause`: the same one again is logged at debug. */
+  private readonly reported = new Set<string>();
 
   constructor(
     private readonly handler: LinkHandler,
@@ -234,36 +237,53 @@ export class ControllerLink {
     let failures = 0;
     while (!this.stopped) {
       const address = addresses[index]!;
-      const { heard, reason } = await this.attempt(address);
+      const { heard, opened, reason } = await this.attempt(address);
       if (this.stopped) return;
       // Only a stream the controller spoke on counts as a success; one that ends straight
       // after the hello must not make the agent reconnect in a tight loop.
       failures = heard ? 0 : failures + 1;
       index = (index + 1) % addresses.length;
       const delay = backoffDelay(failures, backoff, this.options.random);
-      this.log.warn({ controller: address, reason, next: addresses[index], retryInMs: delay }, "controller stream ended, reconnecting");
+      const fields = { controller: address, reason, next: addresses[index], retryInMs: delay };
+      // A cause is worth a warning once: retries that fail the same way (a refused port, a
+      // certificate the controller refuses, a stream it ends at once) are logged at debug.
+      if (heard) this.reported.clear();
+      if (heard || this.firstReport(address, reason)) this.log.warn(fields, opened ? "controller stream ended, reconnecting" : "cannot connect to the controller");
+      else this.log.debug(fields, opened ? "controller stream ended again, same cause" : "still cannot connect to the controller, same cause");
       await this.pause(delay);
     }
   }
 
-  private async attempt(address: string): Promise<{ heard: boolean; reason: string }> {
+  /** Once per distinct cause and address until the controller speaks; bounded, whatever the causes. */
+  private firstReport(address: string, reason: string): boolean {
+    const key = `${address} ${reason}`;
+    if (this.reported.has(key)) return false;
+    if (this.reported.size >= 64) this.reported.clear();
+    this.reported.add(key);
+    return true;
+  }
+
+  private async attempt(address: string): Promise<{ heard: boolean; opened: boolean; reason: string }> {
+    const failed = (reason: string) => ({ heard: false, opened: false, reason });
     let client: FleetClient;
+    let credentials: grpc.ChannelCredentials;
     try {
-      const credentials = this.options.credentials?.() ?? grpc.credentials.createInsecure();
+      credentials = this.options.credentials?.() ?? grpc.credentials.createInsecure();
       client = new this.Client(address, credentials, CHANNEL_OPTIONS) as unknown as FleetClient;
     } catch (error) {
-      return { heard: false, reason: (error as Error).message };
+      return failed((error as Error).message);
     }
     this.client = client;
     try {
       // Connect before reading HAProxy for the hello: an unreachable controller costs nothing.
-      await waitForReady(client, this.options.connectTimeoutMs ?? 5_000);
-      if (this.stopped) return { heard: false, reason: "stopped" };
+      const state = await waitForReady(client, this.options.connectTimeoutMs ?? 5_000);
+      if (this.stopped) return failed("stopped");
+      if (state !== "ready") return failed(await connectFailureCause(client.Sync(), address, secureContextOf(credentials)));
       const hello = await this.handler.hello();
-      if (this.stopped) return { heard: false, reason: "stopped" };
-      return await this.stream(client, address, hello);
+      if (this.stopped) return failed("stopped");
+      return { ...(await this.stream(client, address, hello)), opened: true };
     } catch (error) {
-      return { heard: false, reason: (error as Error).message };
+      return failed((error as Error).message);
     } finally {
       client.close();
       this.client = null;
@@ -345,18 +365,20 @@ export class ControllerLink {
   }
 }
 
-/** Resolves when the channel is connected; rejects as soon as it fails, or at the timeout. */
-function waitForReady(client: grpc.Client, timeoutMs: number): Promise<void> {
+/**
+ * "ready" when the channel is connected, "failed" as soon as it fails (a call on it then says
+ * why, see connect-failure.ts); rejects at the timeout.
+ */
+function waitForReady(client: grpc.Client, timeoutMs: number): Promise<"ready" | "failed"> {
   const channel = client.getChannel();
   const deadline = Date.now() + timeoutMs;
   return new Promise((resolve, reject) => {
     const check = (): void => {
       try {
         const state = channel.getConnectivityState(true);
-        if (state === grpc.connectivityState.READY) return resolve();
-        if (state === grpc.connectivityState.TRANSIENT_FAILURE || state === grpc.connectivityState.SHUTDOWN) {
-          return reject(new Error(`cannot connect (${grpc.connectivityState[state]})`));
-        }
+        if (state === grpc.connectivityState.READY) return resolve("ready");
+        if (state === grpc.connectivityState.TRANSIENT_FAILURE) return resolve("failed");
+        if (state === grpc.connectivityState.SHUTDOWN) return reject(new Error("the channel was shut down"));
         channel.watchConnectivityState(state, deadline, (error) => (error ? reject(new Error(`not connected within ${timeoutMs} ms`)) : check()));
       } catch (error) {
         reject(error as Error);

@@ -11,7 +11,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 if [ "${HAFLEET_DEMO_SKIP_INSTALL:-}" != 1 ]; then
-  bash deploy/install-deps.sh
+  # Only what the demo runs (HAProxy, npm dependencies); the tests' extras come with .ci/run.
+  bash deploy/install-deps.sh --for demo
   npm run --silent build
 fi
 exec node dist/test/demo/demo-driver.js "$@"

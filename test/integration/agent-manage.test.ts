@@ -197,7 +197,7 @@ describe("hafleet-agent apply --manage", () => {
     const file = await desiredFile(h.dir, [{ name: "be_app", servers: APP }]);
     const result = await runAgent(["apply", "--socket", h.socket, "--desired", file, "--state-dir", stateDir, "--manage", "be_app?"]);
     expect(result.code).toBe(2);
-    expect(result.stderr).toContain(`hafleet-agent apply: command line: --manage: matches no backend: names hold only letters, digits, '.', '_' and '-', never "?"`);
+    expect(result.stderr).toContain(`hafleet-agent apply: --manage: matches no backend: names hold only letters, digits, '.', '_' and '-', never "?"`);
   });
 
   it("applies a file whose backends are all managed", async () => {

@@ -182,7 +182,8 @@ describe("agent config: plaintext only on loopback", () => {
   it("names the flag when the command line asks for plaintext off loopback", () => {
     expectInvalid(
       () => agentConfigFromFlags({ controller: ["[2001:db8::1]:7900"], socket: ["/run/haproxy/admin.sock"], id: "edge-1" }),
-      [{ path: "--controller", message: "needs tls (ca, cert, key) or insecure: true, since it is not a loopback address: anyone in the path could push any desired state", value: "[2001:db8::1]:7900" }],
+      // In flag words: a flag user is told --insecure, not the config file's `insecure: true`.
+      [{ path: "--controller", message: "needs --tls-ca, --tls-cert and --tls-key, or --insecure, since it is not a loopback address: anyone in the path could push any desired state", value: "[2001:db8::1]:7900" }],
       "command line",
     );
     expect(agentConfigFromFlags({ controller: ["[2001:db8::1]:7900"], socket: ["/run/haproxy/admin.sock"], id: "edge-1", insecure: true }).insecure).toBe(true);
@@ -223,7 +224,10 @@ describe("agent config files on disk", () => {
 
   it("refuses, before anything runs, a hybrid template that cannot be read", async () => {
     const config = yaml(yamlWith(`hybrid: { configTemplate: ${join(dir, "none.njk")}, configOut: o, stateFile: s, masterSocket: /m }`));
-    await expect(prepareAgent(config)).rejects.toMatchObject({ code: "HAFLEET_INVALID_INPUT", source: join(dir, "none.njk") });
+    await expect(prepareAgent(config)).rejects.toMatchObject({
+      code: "HAFLEET_INVALID_INPUT",
+      issues: [{ path: "hybrid.configTemplate", message: expect.stringContaining(`${join(dir, "none.njk")}: cannot read the template`) }],
+    });
   });
 
   it("has a valid example in the README", async () => {
