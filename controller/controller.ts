@@ -1,10 +1,13 @@
 import { readFile } from "node:fs/promises";
 import type { Logger } from "pino";
+import { InvalidInputError } from "../agent/errors.js";
+import { MIN_TOKEN_LENGTH } from "./config/check-controller-files.js";
 import type { ControllerConfig } from "./config/controller-config.js";
 import { Debouncer } from "./core/debouncer.js";
 import { loadRanBefore, mappingKey, sameMapping, saveRanBefore, type RanBefore } from "./core/desired-file.js";
 import { DesiredStore, mappingWatchKey, type DesiredBackendState } from "./core/desired-store.js";
 import { ConsulSource } from "./discovery/consul/consul-source.js";
+import { systemClock } from "./discovery/consul/consul-watch.js";
 import type { DiscoveryObserver } from "./discovery/consul/consul-watch.js";
 import { FileSource } from "./discovery/file-source.js";
 import type { DiscoverySource } from "./discovery/service-snapshot.js";
@@ -20,6 +23,7 @@ import { loadChanges, saveChanges } from "./status/change-file.js";
 import { DiscoveryHealthTracker } from "./status/discovery-health.js";
 import { loadFreeze, saveFreeze } from "./status/freeze-file.js";
 import { StatusService } from "./status/status-service.js";
+import { FleetShare, type SharedFreeze } from "./leadership/fleet-share.js";
 import { transportFor } from "./tls/transport-policy.js";
 
 /** The status's rolloutLeader: who leads, and whether that is this replica. */
@@ -82,6 +86,10 @@ export async function startController(config: ControllerConfig, logger: Logger, 
   }
   const discoveryHealth = new DiscoveryHealthTracker(backendsOfKey);
   const cordons = await Cordons.load(config.stateDir);
+  const { discovery } = config;
+  const leadership = config.leadership === undefined || !("consul" in discovery) ? null : rolloutLeadership(config.leadership, discovery.consul, logger);
+  // With leadership on Consul, replicas share their agents and the freeze under the fleet prefix.
+  let share: FleetShare | null = null;
   const status = new StatusService({
     server,
     store,
@@ -93,6 +101,7 @@ export async function startController(config: ControllerConfig, logger: Logger, 
     discovery: () => discoveryHealth.health(),
     cordoned: (agent) => cordons.reason(agent),
     clock,
+    ...(leadership === null ? {} : { fleet: { replica: config.leadership!.replica, peers: () => share?.peers() ?? [], truncated: () => share?.truncated() ?? null } }),
   });
   if (config.stateDir !== undefined) {
     try {
@@ -115,10 +124,9 @@ export async function startController(config: ControllerConfig, logger: Logger, 
       })
       .catch((error: unknown) => logger.error({ err: error, stateDir }, "cannot store the recent changes: a restart would forget how they ended"));
   };
-  const metrics = new ControllerMetrics({ fleet: () => status.status(), streams: () => server.streamGauges() });
+  // Each replica's metrics count its own agents: summed over replicas, each agent counts once.
+  const metrics = new ControllerMetrics({ fleet: () => status.localStatus(), streams: () => server.streamGauges() });
   const debouncer = new Debouncer(config.debounce.quietMs, config.debounce.maxMs, () => server.desiredChanged());
-  const { discovery } = config;
-  const leadership = config.leadership === undefined || !("consul" in discovery) ? null : rolloutLeadership(config.leadership, discovery.consul, logger);
   rollouts = new RolloutCoordinator({
     config: config.rollout,
     store: leadership !== null ? persistenceIn(leadership) : config.stateDir === undefined ? null : new RolloutStore(config.stateDir, stagedBackendsSchema, logger, clock),
@@ -143,6 +151,19 @@ export async function startController(config: ControllerConfig, logger: Logger, 
   leadership?.start();
   const frozen = config.stateDir === undefined ? null : await loadFreeze(config.stateDir);
   if (frozen !== null) server.freeze(frozen.reason, frozen.since);
+  if (leadership !== null) {
+    share = new FleetShare({
+      consul: leadership,
+      prefix: config.leadership!.fleetPrefix ?? config.leadership!.key,
+      replica: config.leadership!.replica,
+      agents: () => status.localStatus().agents,
+      freezeChanged: (freeze) => void followFreeze(freeze),
+      storedFreeze: () => server.frozen,
+      logger,
+      clock: { now: clock, sleep: systemClock.sleep },
+    });
+    share.start();
+  }
   const source = options.source ?? sourceFor(config, logger, {
     discoveryAnswered: (key, seconds, blocking) => {
       discoveryHealth.answered(key, clock());
@@ -251,6 +272,8 @@ export async function startController(config: ControllerConfig, logger: Logger, 
     await api?.close();
     await rollouts!.close();
     stopFollowing?.();
+    // Before the session goes: the others drop this replica's agents at once.
+    await share?.stop();
     // Released now rather than at the session's TTL: another replica leads after lock-delay.
     await leadership?.stop();
     await saving;
@@ -271,10 +294,12 @@ export async function startController(config: ControllerConfig, logger: Logger, 
           freeze: async (reason) => {
             server.freeze(reason, clock());
             await persistFreeze();
+            await shareFreeze();
           },
           unfreeze: async () => {
             server.unfreeze();
             await persistFreeze();
+            await shareFreeze();
           },
           rollout: (action) => {
             const refused = rollouts!.act(action);
@@ -304,6 +329,25 @@ export async function startController(config: ControllerConfig, logger: Logger, 
     throw error;
   }
 
+  /** The fleet's freeze, as another replica wrote it: applied here, and stored for a restart. */
+  async function followFreeze(freeze: SharedFreeze): Promise<void> {
+    // Already frozen stays frozen as it was: an unfreeze between two freezes would push.
+    if ((freeze === null) === (server.frozen === null)) return;
+    if (freeze === null) server.unfreeze();
+    else server.freeze(freeze.reason, freeze.since);
+    await persistFreeze();
+  }
+
+  /** An operator's freeze or unfreeze, told to every replica; throws when Consul did not take it (this replica's stands). */
+  async function shareFreeze(): Promise<void> {
+    if (share === null) return;
+    try {
+      await share.shareFreeze(server.frozen);
+    } catch (error) {
+      throw new Error(`${server.frozen === null ? "unfrozen" : "frozen"} on this replica only: cannot tell the others through Consul (${(error as Error).message})`, { cause: error });
+    }
+  }
+
   async function persistFreeze(): Promise<void> {
     if (config.stateDir === undefined) return;
     try {
@@ -316,8 +360,14 @@ export async function startController(config: ControllerConfig, logger: Logger, 
 
 /** The token file's first line; a short one is refused rather than taken as a secret. */
 async function readToken(path: string): Promise<string> {
-  const token = (await readFile(path, "utf8")).split("\n")[0]!.trim();
-  if (token.length < 16) throw new Error(`${path}: the token must be at least 16 characters`);
+  let text: string;
+  try {
+    text = await readFile(path, "utf8");
+  } catch (error) {
+    throw new InvalidInputError("http.tokenFile (--token-file)", [{ path: "", message: `cannot read ${path}: ${(error as NodeJS.ErrnoException).code ?? (error as Error).message}` }]);
+  }
+  const token = (text.split("\n")[0] ?? "").trim();
+  if (token.length < MIN_TOKEN_LENGTH) throw new InvalidInputError("http.tokenFile (--token-file)", [{ path: "", message: `the first line of ${path} must be a token of at least ${MIN_TOKEN_LENGTH} characters (got ${token.length})` }]);
   return token;
 }
 

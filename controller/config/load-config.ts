@@ -46,6 +46,7 @@ type FlagOptions = NonNullable<ParseArgsConfig["options"]>;
 export const quickStartFlagOptions = {
   listen: { type: "string" },
   http: { type: "string" },
+  "token-file": { type: "string" },
   "tls-ca": { type: "string" },
   "tls-cert": { type: "string" },
   "tls-key": { type: "string" },
@@ -60,6 +61,7 @@ export const quickStartFlagOptions = {
 export interface QuickStartFlags {
   listen?: string;
   http?: string;
+  "token-file"?: string;
   "tls-ca"?: string;
   "tls-cert"?: string;
   "tls-key"?: string;
@@ -89,6 +91,7 @@ export function configFromFlags(flags: QuickStartFlags, source = "command line")
   }
   const tlsFlags = [flags["tls-ca"], flags["tls-cert"], flags["tls-key"]];
   const tls = tlsFlags.every((file) => file !== undefined) ? { ca: tlsFlags[0]!, cert: tlsFlags[1]!, key: tlsFlags[2]! } : null;
+  if (flags["token-file"] !== undefined && flags.http === "off") issues.push({ path: "--token-file", message: "the token is for the status API's actions: it does not go with --http off" });
   if (tls === null && tlsFlags.some((file) => file !== undefined)) issues.push({ path: "--tls-ca", message: "give all three of --tls-ca, --tls-cert, --tls-key, or none" });
   const maps = flags.map ?? [];
   if (maps.length === 0) issues.push({ path: "--map", message: `give at least one --map; each ${MAP_USAGE}` });
@@ -101,7 +104,14 @@ export function configFromFlags(flags: QuickStartFlags, source = "command line")
 
   const input: ControllerConfigInput = {
     ...(flags.listen === undefined ? {} : { listen: flags.listen }),
-    ...(flags.http === undefined ? {} : { http: { listen: flags.http === "off" ? null : flags.http } }),
+    ...(flags.http === undefined && flags["token-file"] === undefined
+      ? {}
+      : {
+          http: {
+            ...(flags.http === undefined ? {} : { listen: flags.http === "off" ? null : flags.http }),
+            ...(flags["token-file"] === undefined ? {} : { tokenFile: flags["token-file"] }),
+          },
+        }),
     ...(tls === null ? {} : { tls }),
     ...(flags.insecure === true ? { insecure: true } : {}),
     discovery:

@@ -6,6 +6,7 @@ import type { Logger } from "pino";
 import { z } from "zod";
 import { InvalidInputError } from "../../agent/errors.js";
 import { parseJsonWith } from "../../agent/model/validate.js";
+import { listenFailure } from "../../agent/errors.js";
 import { isLoopbackHost, listenHttp, type RunningHttpServer } from "../../agent/metrics/http-endpoint.js";
 import { parseListen } from "../config/config-values.js";
 import { STATUS_PAGE_HEADERS } from "./page/status-page.js";
@@ -82,7 +83,9 @@ export async function startApiServer(options: ApiServerOptions): Promise<Running
       sendJson(response, status, { error: (error as Error).message });
     });
   });
-  const running = await listenHttp(server, host, port);
+  const running = await listenHttp(server, host, port).catch((error: unknown) => {
+    throw listenFailure(options.listen, error, "--http (http.listen)");
+  });
   const bound = running.port;
   options.logger.info({ listen: options.listen, port: bound, actions: options.token === null ? "refused: no token configured" : "need the token" }, "status API listening");
   return running;

@@ -1,6 +1,7 @@
 import { EventEmitter } from "node:events";
 import * as grpc from "@grpc/grpc-js";
 import type { Logger } from "pino";
+import { listenFailure } from "../../agent/errors.js";
 import type { Name } from "../../agent/model/values.js";
 import { loadFleetService } from "../../proto/fleet-protocol.js";
 import type { DesiredPush, Hello, ObservedReport } from "../../proto/messages.js";
@@ -150,7 +151,7 @@ export class FleetServer {
       logger.warn({ listen: address }, this.transport.warning);
     }
     return new Promise((resolve, reject) => {
-      this.server.bindAsync(address, credentials, (error, port) => (error ? reject(error) : resolve(port)));
+      this.server.bindAsync(address, credentials, (error, port) => (error ? reject(listenFailure(address, bindError(error), "--listen (listen)")) : resolve(port)));
     });
   }
 
@@ -324,4 +325,13 @@ export class FleetServer {
     this.host.logger.info({ agent, reason }, "agent disconnected");
     this.events.emit("disconnected", agent, reason);
   }
+}
+
+/**
+ * grpc-js reports a failed bind as "No address added out of total 1 resolved errors: [listen
+ * EADDRINUSE: ...]": the system's code is in the text only.
+ */
+function bindError(error: Error): Error & { code?: string } {
+  const code = /\b(EADDRINUSE|EACCES|EADDRNOTAVAIL)\b/.exec(error.message)?.[1];
+  return code === undefined ? error : Object.assign(new Error(error.message), { code });
 }
