@@ -68,9 +68,23 @@ class HttpError extends Error {
   constructor(
     readonly status: number,
     message: string,
+    readonly headers: Record<string, string> = {},
   ) {
     super(message);
   }
+}
+
+/** The paths read with GET or HEAD; any other method on them is a 405 naming the allowed ones. */
+const READ_PATHS = new Set(["/healthz", "/metrics", "/api/v1/status", "/api/v1/rollout"]);
+
+/**
+ * On a loopback listen reads need no token, so a web page on another site must not reach them
+ * through a name it points at 127.0.0.1 (DNS rebinding): only a Host that is itself loopback.
+ */
+function isLoopbackHostHeader(header: string | undefined): boolean {
+  if (header === undefined) return false;
+  const host = header.startsWith("[") ? header.slice(1, header.indexOf("]")) : header.replace(/:\d+$/, "");
+  return isLoopbackHost(host);
 }
 
 export async function startApiServer(options: ApiServerOptions): Promise<RunningApiServer> {
@@ -80,7 +94,7 @@ export async function startApiServer(options: ApiServerOptions): Promise<Running
     handle(request, response, options, openReads).catch((error: unknown) => {
       const status = error instanceof HttpError ? error.status : error instanceof InvalidInputError ? 400 : error instanceof ActionRefused ? 409 : 500;
       if (status === 500) options.logger.error({ err: error, url: request.url }, "status API request failed");
-      sendJson(response, status, { error: (error as Error).message });
+      send(response, status, JSON_TYPE, JSON.stringify({ error: (error as Error).message }), error instanceof HttpError ? error.headers : {});
     });
   });
   const running = await listenHttp(server, host, port).catch((error: unknown) => {
@@ -97,10 +111,13 @@ async function handle(request: IncomingMessage, response: ServerResponse, option
   const method = request.method ?? "GET";
   const asset = handlers.assets.get(url.pathname);
   const isRead = method === "GET" || method === "HEAD";
+  if (!isRead && (asset !== undefined || READ_PATHS.has(url.pathname))) throw new HttpError(405, `${url.pathname} takes GET or HEAD`, { allow: "GET, HEAD" });
+  // A liveness probe carries no token, and says nothing of the fleet.
+  if (isRead && url.pathname === "/healthz") return send(response, 200, "text/plain; charset=utf-8", "ok\n");
+  if (openReads && !isLoopbackHostHeader(request.headers.host)) throw new HttpError(403, `refused: Host ${JSON.stringify((request.headers.host ?? "").slice(0, 64))} is not this loopback address (a page from another site, through DNS rebinding?)`);
   if (isRead && !openReads) authorize(request, options.token);
 
   if (isRead && asset !== undefined) return send(response, 200, asset.contentType, asset.body);
-  if (isRead && url.pathname === "/healthz") return send(response, 200, "text/plain; charset=utf-8", "ok\n");
   if (isRead && url.pathname === "/metrics") {
     const { contentType, body } = await handlers.metrics();
     return send(response, 200, contentType, body);
@@ -118,7 +135,7 @@ async function handle(request: IncomingMessage, response: ServerResponse, option
 
   const action = actionOf(url.pathname);
   if (action === null) throw new HttpError(404, `no such resource: ${url.pathname}`);
-  if (method !== "POST") throw new HttpError(405, `${url.pathname} takes POST`);
+  if (method !== "POST") throw new HttpError(405, `${url.pathname} takes POST`, { allow: "POST" });
   authorize(request, options.token);
   const body = await readBody(request);
   if (action === "freeze") {
@@ -164,8 +181,9 @@ function statusFilter(url: URL): StatusFilter {
 
 function authorize(request: IncomingMessage, token: string | null): void {
   if (token === null) throw new HttpError(403, "refused: the controller has no token configured (http.tokenFile), so it takes no actions over HTTP");
-  const given = /^Bearer (.+)$/.exec(request.headers.authorization ?? "")?.[1];
-  if (given === undefined) throw new HttpError(401, "refused: this needs the controller's token (Authorization: Bearer TOKEN)");
+  // The scheme is case-insensitive (RFC 9110 11.1): `bearer` is as good as `Bearer`.
+  const given = /^Bearer +(\S+) *$/i.exec(request.headers.authorization ?? "")?.[1];
+  if (given === undefined) throw new HttpError(401, "refused: this needs the controller's token (Authorization: Bearer TOKEN)", { "www-authenticate": 'Bearer realm="hafleet"' });
   const [a, b] = [Buffer.from(given), Buffer.from(token)];
   if (a.length !== b.length || !timingSafeEqual(a, b)) throw new HttpError(403, "refused: wrong token");
 }
