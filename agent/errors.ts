@@ -10,25 +10,51 @@ export interface InputIssue {
   /** Where in the input, e.g. `backends[0].servers[2].port`. */
   path: string;
   message: string;
-  /** The offending value as received, when there is one. */
+  /** The offending value as received, when there is one (a prefix when it was long: see `size`). */
   value?: unknown;
+  /** Set when `value` was cut: how many characters the whole had. */
+  size?: number;
+}
+
+/*
+ * What came from outside is echoed in errors, logs and gRPC statuses as a bounded prefix with its
+ * size, never whole: a 1 MB backend name in a hello made a 1 MB log line, and a status too big
+ * to reach the client. Likewise at most ECHO_ISSUES issues are spelled out.
+ */
+const ECHO_CHARS = 256;
+const ECHO_ISSUES = 10;
+
+/** A long value is kept as its prefix and size, so that nothing logging the issues repeats it whole. */
+function bounded(issue: InputIssue): InputIssue {
+  if (issue.value === undefined) return issue;
+  const text = typeof issue.value === "string" ? issue.value : (JSON.stringify(issue.value) ?? "");
+  return text.length <= ECHO_CHARS ? issue : { ...issue, value: text.slice(0, ECHO_CHARS), size: text.length };
 }
 
 /** Input from outside (a file, a flag, a message) that failed validation: nothing was applied. */
 export class InvalidInputError extends HafleetError {
   readonly code = "HAFLEET_INVALID_INPUT";
+  readonly issues: InputIssue[];
   constructor(
     readonly source: string,
-    readonly issues: InputIssue[],
+    issues: InputIssue[],
   ) {
-    super(`${source}: ${issues.map(formatIssue).join("; ")}`);
+    const kept = issues.map(bounded);
+    const more = kept.length > ECHO_ISSUES ? `; and ${kept.length - ECHO_ISSUES} more` : "";
+    super(`${cut(source)}: ${kept.slice(0, ECHO_ISSUES).map(formatIssue).join("; ")}${more}`);
+    this.issues = kept;
     this.name = "InvalidInputError";
   }
 }
 
+function cut(text: string): string {
+  return text.length <= ECHO_CHARS ? text : `${text.slice(0, ECHO_CHARS)}… (${text.length} characters)`;
+}
+
 function formatIssue(issue: InputIssue): string {
-  const where = issue.path === "" ? "" : `${issue.path}: `;
-  const value = issue.value === undefined ? "" : ` (got ${JSON.stringify(issue.value)})`;
+  const where = issue.path === "" ? "" : `${cut(issue.path)}: `;
+  const size = issue.size === undefined ? "" : `… (${issue.size} characters)`;
+  const value = issue.value === undefined ? "" : ` (got ${JSON.stringify(issue.value)}${size})`;
   return `${where}${issue.message}${value}`;
 }
 
