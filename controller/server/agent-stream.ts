@@ -4,7 +4,7 @@ import type { Logger } from "pino";
 import { InvalidInputError } from "../../agent/errors.js";
 import { heartbeatDue } from "../../proto/heartbeat.js";
 import { fullBucket, takeToken, type TokenBucketOptions, type TokenBucketState } from "../core/token-bucket.js";
-import { agentMessageSchema, parseMessage, type AgentMessage, type DesiredPush, type ObservedReport } from "../../proto/messages.js";
+import { agentMessageSchema, helloShapeProblem, parseMessage, type AgentMessage, type DesiredPush, type ObservedReport } from "../../proto/messages.js";
 import { AgentSession } from "../core/agent-session.js";
 import type { DesiredBackendState } from "../core/desired-store.js";
 import { refuseClaim } from "../tls/peer-identity.js";
@@ -92,7 +92,7 @@ export class AgentStream {
     const now = this.host.clock();
     const token = takeToken(this.bucket, now, this.host.pushRate);
     if (token.delayMs > 0) {
-      this.log.debug({ agent: this.session.agentId, delayMs: token.delayMs }, "push deferred: limits.pushesPerSecond reached");
+      this.log.debug({ delayMs: token.delayMs }, "push deferred: limits.pushesPerSecond reached");
       this.rateTimer = setTimeout(() => {
         this.rateTimer = null;
         this.pushIfIdle();
@@ -102,7 +102,7 @@ export class AgentStream {
     const push = this.session.nextPush(this.desired(), now, this.host.keeping?.(this.session.agentId, this.session.hello.labels));
     if (!push) return;
     this.bucket = token.state;
-    this.log.info({ agent: this.session.agentId, version: push.version, nonce: push.nonce, backends: push.backends.map((b) => b.name), removed: push.removedBackends }, "push");
+    this.log.info({ version: push.version, nonce: push.nonce, backends: push.backends.map((b) => b.name), removed: push.removedBackends }, "push");
     this.write(this.host.encodePush(push));
     this.host.events.pushed(this.session.agentId, push);
   }
@@ -128,11 +128,17 @@ export class AgentStream {
   private onData(raw: unknown): void {
     this.lastHeard = this.host.clock();
     let message: AgentMessage;
+    const oversized = this.session === null ? helloShapeProblem(raw) : null;
+    if (oversized !== null) {
+      this.log.warn({ err: oversized }, "oversized hello, ending the stream");
+      return this.end(grpc.status.RESOURCE_EXHAUSTED, oversized);
+    }
     try {
       message = parseMessage(agentMessageSchema, raw, "agent message");
     } catch (error) {
       const detail = error instanceof InvalidInputError ? error.message : String(error);
-      this.log.warn({ agent: this.session?.agentId, err: detail }, "malformed message, ending the stream");
+      // After the hello the child logger names the agent already.
+      this.log.warn({ err: detail }, "malformed message, ending the stream");
       this.end(grpc.status.INVALID_ARGUMENT, detail);
       return;
     }
@@ -144,7 +150,7 @@ export class AgentStream {
       this.log.info({ labels: message.hello.labels, applied: message.hello.appliedVersions, hafleetVersion: message.hello.hafleetVersion }, "agent connected");
       const refused = this.host.attach(this);
       if (refused !== null) {
-        this.log.warn({ agent: message.hello.agentId, reason: refused }, "agent refused");
+        this.log.warn({ reason: refused }, "agent refused");
         return this.end(grpc.status.RESOURCE_EXHAUSTED, refused);
       }
       this.pushIfIdle();
