@@ -69,6 +69,13 @@ export type BackendResult = z.infer<typeof backendResultSchema>;
 
 export const driftStateSchema = z.enum(["missing", "unexpected", "held"]);
 
+/**
+ * ADDR:PORT as HAProxy runs it: an IP (IPv6 bracketed), or the name or text HAProxy shows when
+ * it runs no IP, and `-` for a port it does not show. Never a space or a control character: the
+ * text reaches operators' terminals and pages.
+ */
+const driftEndpointSchema = z.string().regex(/^[A-Za-z0-9._:[\]-]{1,58}:([0-9]{1,5}|-)$/, "must be ADDR:PORT");
+
 export const observedReportSchema = z.object({
   digest: versionSchema,
   backends: z
@@ -78,7 +85,7 @@ export const observedReportSchema = z.object({
         socket: shortText,
         digest: versionSchema,
         serving: z.number().int().min(0),
-        drift: z.array(z.object({ endpoint: z.string().max(64), state: driftStateSchema })).max(LIMITS.serversPerBackend),
+        drift: z.array(z.object({ endpoint: driftEndpointSchema, state: driftStateSchema })).max(LIMITS.serversPerBackend),
         // Absent or "" (what proto-loader decodes when an agent sends none): not repairing.
         repairing: z.string().max(LIMITS.text).optional(),
       }),

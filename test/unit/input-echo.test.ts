@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { InvalidInputError } from "../../agent/errors.js";
-import { helloSchema, parseMessage } from "../../proto/messages.js";
+import { helloSchema, observedReportSchema, parseMessage } from "../../proto/messages.js";
 
 // Whatever came from outside is echoed as a bounded prefix with its size: a 1 MB name in a
 // hello must not become a 1 MB log line, nor a gRPC status too big to reach the client.
@@ -37,5 +37,14 @@ describe("echoing bad input", () => {
     expect(caught).toBeInstanceOf(InvalidInputError);
     expect((caught as Error).message.length).toBeLessThan(600);
     expect(JSON.stringify((caught as InvalidInputError).issues).length).toBeLessThan(600);
+  });
+});
+
+describe("text an agent reports, before it can reach a terminal", () => {
+  const report = (endpoint: string) => ({ digest: "d", appliedVersions: {}, backends: [{ backend: "be_app", socket: "/s", digest: "x", serving: 1, drift: [{ endpoint, state: "missing" }] }] });
+
+  it("takes drift endpoints as ADDR:PORT only: no escape sequence, newline or space", () => {
+    for (const endpoint of ["10.0.0.1:80", "[2001:db8::1]:443", "web.internal:8080", "0.0.0.0:-"]) expect(observedReportSchema.safeParse(report(endpoint)).success, endpoint).toBe(true);
+    for (const endpoint of ["\u001b[2J\u001b]0;pwned\u0007:80", "10.0.0.1:80\nFAKE-ROW in-sync", "10.0.0.1 80", "10.0.0.1"]) expect(observedReportSchema.safeParse(report(endpoint)).success, JSON.stringify(endpoint)).toBe(false);
   });
 });
