@@ -37,9 +37,10 @@ export interface FleetServerOptions {
 }
 
 /**
- * Two hosts started with one id replace each other's stream again and again. A stream
- * replaced while it was alive (heard within two heartbeats) counts; this many in the window
- * make the id a problem, shown until the window passes without one.
+ * Two hosts started with one id contend for its stream again and again (with mTLS the newest
+ * replaces the other; without it the second is refused). A second stream while the first was
+ * alive (heard within two heartbeats) counts; this many in the window make the id a problem,
+ * shown until the window passes without one.
  */
 const DUPLICATE_WINDOW_MS = 60_000;
 const DUPLICATE_REPLACEMENTS = 2;
@@ -231,7 +232,7 @@ export class FleetServer {
     const recent = seen.at.filter((at) => at >= this.clock() - DUPLICATE_WINDOW_MS);
     if (recent.length === 0) this.replacements.delete(agentId);
     if (recent.length < DUPLICATE_REPLACEMENTS) return null;
-    return `duplicate id: ${seen.peers.size} connections (${[...seen.peers].slice(0, 4).join(", ")}) replaced each other's stream ${recent.length} times in ${DUPLICATE_WINDOW_MS / 1000} s; give each host its own --id`;
+    return `duplicate id: ${seen.peers.size} connections (${[...seen.peers].slice(0, 4).join(", ")}) contended for one stream ${recent.length} times in ${DUPLICATE_WINDOW_MS / 1000} s; give each host its own --id`;
   }
 
   /** Agents whose stream ended within forgetAfterMs, and not back since. */
@@ -286,6 +287,13 @@ export class FleetServer {
     if (backends > backendsPerAgent) {
       return `this agent's labels select ${backends} backends, over the limit of ${backendsPerAgent} (limits.backendsPerAgent)`;
     }
+    // Without mTLS nothing proves a stream is the agent it names: a second stream for an id whose
+    // stream is alive is refused, so a local user on a loopback controller cannot knock the real
+    // agent off. A restarted agent's old stream closes with its process, or falls quiet.
+    if (replaced !== undefined && this.transport.kind !== "mtls" && this.isLive(replaced)) {
+      this.noteReplacement(agent, replaced, stream);
+      return `agent ${agent} is connected from ${replaced.peer} and alive; without mTLS nothing proves this stream is the same agent, so it is refused until that one ends or goes quiet (${2 * this.options.heartbeatMs} ms)`;
+    }
     // One stream per agent id: the newest wins (the older is most likely a dead connection).
     if (replaced !== undefined) this.noteReplacement(agent, replaced, stream);
     replaced?.end(grpc.status.ALREADY_EXISTS, "replaced by a newer stream of the same agent");
@@ -295,10 +303,15 @@ export class FleetServer {
     return null;
   }
 
-  /** A live stream replaced by another of the same id: a reconnect does not look like this, two hosts do. */
+  /** Heard within two heartbeats. */
+  private isLive(stream: AgentStream): boolean {
+    return this.clock() - stream.heardAt <= 2 * this.options.heartbeatMs;
+  }
+
+  /** A second stream while one of the same id is alive: a reconnect does not look like this, two hosts do. */
   private noteReplacement(agent: string, replaced: AgentStream, stream: AgentStream): void {
     const now = this.clock();
-    if (now - replaced.heardAt > 2 * this.options.heartbeatMs) return;
+    if (!this.isLive(replaced)) return;
     const seen = this.replacements.get(agent) ?? { at: [], peers: new Set<string>() };
     seen.at = [...seen.at.filter((at) => at >= now - DUPLICATE_WINDOW_MS), now];
     seen.peers.add(replaced.peer).add(stream.peer);

@@ -1,5 +1,6 @@
 import * as grpc from "@grpc/grpc-js";
 import { afterEach, describe, expect, it } from "vitest";
+import { until } from "../support/helpers.js";
 import { parseDesiredState } from "../../agent/model/desired-state.js";
 import { nameSchema } from "../../agent/model/values.js";
 import { DesiredStore } from "../../controller/core/desired-store.js";
@@ -136,9 +137,27 @@ describe("the controller's gRPC stream", () => {
     const refused = await second.ended();
     expect(refused.code).toBe(grpc.status.RESOURCE_EXHAUSTED);
     expect(refused.details).toContain("limit of 1 agents (agents.max)");
+    // The known agent, reconnecting once its old stream has ended, is not a new one.
+    first.call.cancel();
+    await until(() => server!.disconnected().some((agent) => agent.hello.agentId === "agent-1"), "agent-1's first stream ended");
     const again = connect(port);
     again.call.write(hello());
     expect((await again.next("push")).body).toBe("push");
+  });
+
+  it("without mTLS, refuses a second stream for an agent whose stream is alive: nothing proves it is the same agent", async () => {
+    const { port } = await start();
+    const real = connect(port);
+    real.call.write(hello());
+    await real.next("push");
+    const impostor = connect(port);
+    impostor.call.write(hello());
+    const refused = await impostor.ended();
+    expect(refused.code).toBe(grpc.status.RESOURCE_EXHAUSTED);
+    expect(refused.details).toMatch(/^agent agent-1 is connected from 127\.0\.0\.1:\d+ and alive; without mTLS nothing proves this stream is the same agent/);
+    // The real agent's stream goes on: a change still reaches it.
+    real.call.write({ heartbeat: { sentAtMs: Date.now() } });
+    expect(server!.disconnected().some((agent) => agent.hello.agentId === "agent-1")).toBe(false);
   });
 
   it("refuses an agent whose labels select more backends than limits.backendsPerAgent", async () => {

@@ -261,7 +261,7 @@ describe("hafleet status tells what is true", () => {
     await agent("twin", new SimulatedApplier(["be_app"]));
     await agent("twin", new SimulatedApplier(["be_app"]));
     const seen = await until(async () => (await status()).agents.find((entry) => entry.agent === "twin" && entry.problem !== null), "the duplicate id seen", 15_000, explain);
-    expect(seen.problem).toMatch(/^duplicate id: \d+ connections .* replaced each other's stream \d+ times in 60 s; give each host its own --id$/);
+    expect(seen.problem).toMatch(/^duplicate id: \d+ connections .* contended for one stream \d+ times in 60 s; give each host its own --id$/);
     const shown = await hafleet(["status"]);
     expect(shown.code).toBe(1);
     expect(shown.stdout.split("\n")[0]).toMatch(/1 agent\(s\) with a problem of their own/);

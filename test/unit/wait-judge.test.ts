@@ -83,8 +83,8 @@ describe("hafleet wait: no false success", () => {
   });
 
   it("does not take an id two hosts share as done: which host reported is not known", () => {
-    const status = fleet([agent("a", NEW), agent("twin", NEW, { problem: "duplicate id: 2 connections replaced each other's stream 5 times in 60 s" })]);
-    expect(judgeWait(status, all)).toMatchObject({ done: false, failed: false, detail: "1 not there yet: twin: duplicate id: 2 connections replaced each other's stream 5 times in 60 s" });
+    const status = fleet([agent("a", NEW), agent("twin", NEW, { problem: "duplicate id: 2 connections contended for one stream 5 times in 60 s" })]);
+    expect(judgeWait(status, all)).toMatchObject({ done: false, failed: false, detail: "1 not there yet: twin: duplicate id: 2 connections contended for one stream 5 times in 60 s" });
   });
 
   it("waits for a disconnected agent unless told to leave it out, and says which", () => {
