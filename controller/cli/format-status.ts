@@ -13,8 +13,15 @@ export interface FormatOptions {
 export function formatStatus(status: FleetStatus, options: FormatOptions = {}): string {
   const view = options.view ?? "agents";
   const headers = options.headers ?? true;
-  const rows = view === "wide" ? status.agents.flatMap((agent) => agentRows(agent, status)) : status.agents.map((agent) => agentSummaryRow(agent, status));
-  const header = view === "wide" ? ["AGENT", "STATE", "BACKEND", "DESIRED", "APPLIED", "SERVING", "DETAIL"] : ["AGENT", "STATE", "IN SYNC", "LAST SEEN", "VERSION", "LABELS", "DETAIL"];
+  // Replicas sharing status: which one holds each agent, beside its id.
+  const replicas = status.agents.some((agent) => agent.replica !== null);
+  const withReplica = (agent: AgentStatus, row: string[]): string[] => (replicas ? [row[0]!, printable(agent.replica ?? "-"), ...row.slice(1)] : row);
+  const rows =
+    view === "wide"
+      ? status.agents.flatMap((agent) => agentRows(agent, status).map((row) => withReplica(agent, row)))
+      : status.agents.map((agent) => withReplica(agent, agentSummaryRow(agent, status)));
+  const columns = view === "wide" ? ["AGENT", "STATE", "BACKEND", "DESIRED", "APPLIED", "SERVING", "DETAIL"] : ["AGENT", "STATE", "IN SYNC", "LAST SEEN", "VERSION", "LABELS", "DETAIL"];
+  const header = replicas ? [columns[0]!, "REPLICA", ...columns.slice(1)] : columns;
   if (!headers) return table(header, rows).split("\n").slice(1).join("\n");
   const lines = [summaryLine(status)];
   if (status.frozen) lines.push(frozenLine(status.frozen));

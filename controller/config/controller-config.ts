@@ -239,6 +239,16 @@ const leadershipSchema = z.strictObject({
     .regex(/^[A-Za-z0-9._-]+(\/[A-Za-z0-9._-]+)*$/, "must be a Consul KV key: '/'-separated parts of letters, digits, '.', '_' or '-'")
     .max(256, "must be at most 256 characters")
     .default("hafleet/rollout"),
+  /**
+   * Where replicas share their agents' status (`<prefix>/replicas/<replica>`, each under its
+   * session) and the freeze (`<prefix>/freeze`), so that status, wait and freeze cover the
+   * whole fleet; absent: the key itself.
+   */
+  fleetPrefix: z
+    .string()
+    .regex(/^[A-Za-z0-9._-]+(\/[A-Za-z0-9._-]+)*$/, "must be a Consul KV key: '/'-separated parts of letters, digits, '.', '_' or '-'")
+    .max(200, "must be at most 200 characters")
+    .optional(),
   /** This replica's name as the others tell it; absent: the host's name. */
   replica: z.string().regex(/^[A-Za-z0-9._-]{1,128}$/, "must be 1-128 letters, digits, '.', '_' or '-'").prefault(() => hostname()),
   /** Where operators reach this replica's API: a follower refusing a rollout action names it. */

@@ -4,8 +4,8 @@ import { z } from "zod";
 import { InvalidInputError } from "../../agent/errors.js";
 import { issuesOf } from "../../agent/model/validate.js";
 import { ConsulClient, consulAgent, DEFAULT_WAIT_MS, MAX_WAIT_MS } from "../discovery/consul/consul-client.js";
-import { fullBucket, takeToken } from "../core/token-bucket.js";
-import { DEFAULT_RATE_LIMIT, isNewAnswer, nextIndex, systemClock, type WatchClock } from "../discovery/consul/consul-watch.js";
+import { systemClock, type WatchClock } from "../discovery/consul/consul-watch.js";
+import { followBlocking } from "./blocking-follow.js";
 import { ConsulLockApi, type KeyAnswer } from "./consul-lock-api.js";
 import { classifyFailure } from "../discovery/consul/consul-failure.js";
 import { tokenFromFile } from "../discovery/consul/consul-credentials.js";
@@ -119,6 +119,8 @@ const optionsSchema = z.looseObject({
 
 export class ConsulLeadership<T> {
   private readonly api: ConsulLockApi;
+  private readonly client: ConsulClient;
+  private readonly waitMs: number;
   private readonly agent: http.Agent;
   private readonly timing: Timing;
   private readonly clock: WatchClock;
@@ -165,7 +167,9 @@ export class ConsulLeadership<T> {
       ...(options.timeoutMarginMs === undefined ? {} : { timeoutMarginMs: options.timeoutMarginMs }),
       ...(options.maxBodyBytes === undefined ? {} : { maxBodyBytes: options.maxBodyBytes }),
     });
-    this.api = new ConsulLockApi(client, this.key, options.waitMs ?? DEFAULT_WAIT_MS);
+    this.client = client;
+    this.waitMs = options.waitMs ?? DEFAULT_WAIT_MS;
+    this.api = new ConsulLockApi(client, this.key, this.waitMs);
   }
 
   start(): void {
@@ -215,6 +219,21 @@ export class ConsulLeadership<T> {
     } catch (error) {
       this.logger.warn({ replica: this.replica.id, key: this.key, session, err: error }, "cannot destroy the Consul session: Consul releases the key when its TTL runs out");
     }
+  }
+
+  /** The session this replica holds now (renewed by this leadership), or null while it has none. */
+  sessionId(): string | null {
+    return this.state.session?.id ?? null;
+  }
+
+  /** Another key on the same Consul connection (token, TLS, datacenter, blocking wait), e.g. to share state under the session. */
+  keyApi(key: string): ConsulLockApi {
+    return new ConsulLockApi(this.client, key, this.waitMs);
+  }
+
+  /** The session's TTL: a request made under it should take at most a third of it. */
+  requestTimeoutMs(): number {
+    return requestTimeoutMs(this.timing.sessionTtlMs);
   }
 
   leading(): boolean {
@@ -294,37 +313,21 @@ export class ConsulLeadership<T> {
 
   // ---- The key: followed by blocking reads, as a discovery watch follows a service ----
 
-  private async followKey(signal: AbortSignal): Promise<void> {
-    let bucket = fullBucket(DEFAULT_RATE_LIMIT, this.clock.now());
-    let index = 0;
-    let seenAny = false;
-    let failures = 0;
-    while (!signal.aborted) {
-      const token = takeToken(bucket, this.clock.now(), DEFAULT_RATE_LIMIT);
-      bucket = token.state;
-      if (token.delayMs > 0) await this.clock.sleep(token.delayMs, signal);
-      if (signal.aborted) break;
-      const sent = index;
-      let answer: KeyAnswer;
-      try {
-        answer = await this.api.readKey(sent, signal);
-      } catch (error) {
-        if (signal.aborted) break;
-        // A proxy cut the held read before Consul answered: read again, nothing failed.
-        if (classifyFailure(error).kind === "idle-cut") continue;
-        failures += 1;
-        this.logger.warn({ replica: this.replica.id, key: this.key, failures, err: error }, "cannot read the leadership key; retrying");
-        await this.clock.sleep(retryDelayMs(failures, this.timing.sessionTtlMs, Math.random), signal);
-        continue;
-      }
-      if (failures > 0) this.logger.info({ replica: this.replica.id, key: this.key, failures }, "leadership key readable again");
-      failures = 0;
-      index = nextIndex(sent, answer.index);
-      if (!isNewAnswer(sent, answer.index, seenAny)) continue;
-      seenAny = true;
-      this.absorb(answer);
-      this.tryAcquire(signal);
-    }
+  private followKey(signal: AbortSignal): Promise<void> {
+    return followBlocking<KeyAnswer>(
+      {
+        clock: this.clock,
+        read: (index, readSignal) => this.api.readKey(index, readSignal),
+        answered: (answer) => {
+          this.absorb(answer);
+          this.tryAcquire(signal);
+        },
+        failed: (error, failures) => this.logger.warn({ replica: this.replica.id, key: this.key, failures, err: error }, "cannot read the leadership key; retrying"),
+        recovered: (failures) => this.logger.info({ replica: this.replica.id, key: this.key, failures }, "leadership key readable again"),
+        retryDelayMs: (failures) => retryDelayMs(failures, this.timing.sessionTtlMs, Math.random),
+      },
+      signal,
+    );
   }
 
   private absorb(answer: KeyAnswer): void {

@@ -28,16 +28,21 @@ export interface KeyAnswer {
 
 const createdSchema = z.looseObject({ ID: z.string().min(1) });
 // Go writes a nil []byte as null, and leaves Session out when the key is not held.
-const entriesSchema = z
-  .array(
-    z.looseObject({
-      Key: z.string(),
-      Value: z.string().nullable(),
-      Session: z.string().optional(),
-      ModifyIndex: z.number().int().nonnegative(),
-    }),
-  )
-  .length(1, "must hold exactly the one key asked for");
+const treeSchema = z.array(
+  z.looseObject({
+    Key: z.string(),
+    Value: z.string().nullable(),
+    Session: z.string().optional(),
+    ModifyIndex: z.number().int().nonnegative(),
+  }),
+);
+const entriesSchema = treeSchema.length(1, "must hold exactly the one key asked for");
+
+/** The keys under a prefix as one recursive read saw them. */
+export interface TreeAnswer {
+  index: number;
+  entries: Array<{ key: string; session: string | null; value: string | null; modifyIndex: number }>;
+}
 const verdictSchema = z.boolean();
 
 /** A duration as Consul parses it: whole seconds when they are, milliseconds otherwise. */
@@ -103,6 +108,29 @@ export class ConsulLockApi {
     const query: Record<string, string> = index > 0 ? { index: String(index), wait: `${Math.ceil(this.waitMs)}ms` } : {};
     const reply = await this.client.call({ method: "GET", path: kvPath(this.key), query, subject: `key '${this.key}'` }, signal);
     return readKeyAnswer(reply, this.key);
+  }
+
+  /** Blocks until a key under `<key>/` changes past `index` or the wait runs out (`?recurse`); 0 answers at once. */
+  async readTree(index: number, signal: AbortSignal): Promise<TreeAnswer> {
+    const subject = `keys under '${this.key}/'`;
+    const query: Record<string, string> = index > 0 ? { recurse: "", index: String(index), wait: `${Math.ceil(this.waitMs)}ms` } : { recurse: "" };
+    const reply = await this.client.call({ method: "GET", path: `${kvPath(this.key)}/`, query, subject }, signal);
+    if (reply.status !== 200 && reply.status !== 404) throw new ConsulHttpError(this.key, reply.status, reply.body, subject);
+    const at = indexOf(reply, subject);
+    if (reply.status === 404) return { index: at, entries: [] };
+    const entries = parseReply(treeSchema, reply.body, subject).map((entry) => ({ key: entry.Key, session: entry.Session || null, value: entry.Value, modifyIndex: entry.ModifyIndex }));
+    return { index: at, entries };
+  }
+
+  /** PUT with no lock: the key now holds `value`. */
+  async put(value: string, timeoutMs: number, signal?: AbortSignal): Promise<void> {
+    const subject = `write of key '${this.key}'`;
+    const reply = await this.send({ method: "PUT", path: kvPath(this.key), body: value, subject, timeoutMs }, signal);
+    if (!parseReply(verdictSchema, reply.body, subject)) throw new ConsulReplyError(subject, "Consul answered false");
+  }
+
+  async remove(timeoutMs: number, signal?: AbortSignal): Promise<void> {
+    await this.send({ method: "DELETE", path: kvPath(this.key), subject: `deletion of key '${this.key}'`, timeoutMs }, signal);
   }
 
   /** PUT ?acquire: true when the session holds the key and it now holds `value`; false when Consul refused. */

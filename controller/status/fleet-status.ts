@@ -43,6 +43,8 @@ export interface AgentView {
   cordoned?: string | null;
   /** When it was last heard from. */
   lastSeenAt?: number | null;
+  /** The replica holding its stream, when replicas share status. */
+  replica?: string | null;
 }
 
 /** Whether an agent serves one endpoint of a backend (`hafleet wait --contains/--lacks`). */
@@ -67,11 +69,6 @@ export interface StatusInput {
   discovery?: ReadonlyMap<string, DiscoveryHealth>;
   /** Adds to each agent's row of those backends whether HAProxy serves those endpoints. */
   endpoints?: readonly EndpointQuery[];
-  /**
-   * Whose agents `agents` holds (default: this replica's). The seam for a fleet-wide view:
-   * a source that merges other replicas' agents into `agents` says so here.
-   */
-  scope?: string;
 }
 
 const RANK = new Map<SyncState, number>(SYNC_STATES.map((state, index) => [state, index]));
@@ -87,8 +84,6 @@ export function isProblem(state: SyncState): boolean {
 
 export function buildFleetStatus(input: StatusInput): FleetStatus {
   const agents = input.agents.map((view) => agentStatus(view, input.endpoints)).sort(byProblemThenId);
-  const states = emptyCounts();
-  for (const agent of agents) states[agent.state]++;
   const known = new Map(input.backends.map((backend) => [backend.name as string, backend]));
   const names = [...new Set([...known.keys(), ...(input.mapped ?? [])])];
   const backends = names
@@ -98,19 +93,29 @@ export function buildFleetStatus(input: StatusInput): FleetStatus {
     generatedAt: input.now,
     controller: input.controller,
     summary: {
-      agents: agents.length,
-      connected: agents.filter((agent) => agent.connected).length,
-      states,
-      inSync: agents.every((agent) => agent.state === "in-sync"),
+      ...summaryCounts(agents),
       discoveryProblems: backends.filter((backend) => backend.discovery.state !== "ok").length,
-      agentProblems: agents.filter((agent) => agent.problem !== null).length,
-      scope: input.scope ?? "this replica's agents",
+      // Other replicas' agents are merged in afterwards (fleet-merge.ts), which says so here.
+      scope: "this replica's agents",
     },
     frozen: input.frozen,
     rollout: input.rollout,
     backends,
     agents,
     changes: [...input.changes],
+  };
+}
+
+/** The summary's counts of agents: how many, connected, per state, whether all are in sync, how many have a problem of their own. */
+export function summaryCounts(agents: readonly AgentStatus[]): Pick<FleetStatus["summary"], "agents" | "connected" | "states" | "inSync" | "agentProblems"> {
+  const states = emptyCounts();
+  for (const agent of agents) states[agent.state]++;
+  return {
+    agents: agents.length,
+    connected: agents.filter((agent) => agent.connected).length,
+    states,
+    inSync: agents.every((agent) => agent.state === "in-sync"),
+    agentProblems: agents.filter((agent) => agent.problem !== null).length,
   };
 }
 
@@ -154,6 +159,7 @@ export function agentStatus(view: AgentView, endpoints: readonly EndpointQuery[]
     state,
     connected: view.departed === null,
     peer: view.peer,
+    replica: view.replica ?? null,
     problem: view.problem ?? null,
     cordoned: view.cordoned ?? null,
     connectedAt: view.connectedAt,
@@ -214,12 +220,34 @@ function observedState(status: AgentBackendStatus, backend: DesiredBackendState,
  * report of another version than the one acked (its differences would be from another set).
  */
 export function endpointServed(view: AgentView, backend: DesiredBackendState, endpoint: string): "all" | "some" | "none" | null {
+  const entries = reportedEntries(view, backend);
+  return entries === null ? null : servedOn(entries, backend, endpoint);
+}
+
+/**
+ * What another replica needs to answer `endpointServed` for any endpoint of this agent: null
+ * when it cannot be known; else the endpoints HAProxy does not run as desired (every other one
+ * is served everywhere when desired, nowhere when not), each with where it is served.
+ */
+export function endpointExceptions(view: AgentView, backend: DesiredBackendState): Array<{ endpoint: string; served: "all" | "some" | "none" }> | null {
+  const entries = reportedEntries(view, backend);
+  if (entries === null) return null;
+  const endpoints = [...new Set(entries.flatMap((entry) => entry.drift.map((drift) => drift.endpoint)))].sort();
+  return endpoints.map((endpoint) => ({ endpoint, served: servedOn(entries, backend, endpoint) }));
+}
+
+/** The agent's report of the backend, when it speaks of the version it should run (acked, reported, not repairing); else null. */
+function reportedEntries(view: AgentView, backend: DesiredBackendState): ObservedReport["backends"] | null {
   if (view.departed !== null || view.observed === null) return null;
   const sync = view.sync?.get(backend.name);
   if (sync?.state !== "synced" || sync.version !== backend.version) return null;
   if (view.observed.appliedVersions[backend.name] !== backend.version) return null;
   const entries = view.observed.backends.filter((entry) => entry.backend === backend.name);
   if (entries.length === 0 || entries.some((entry) => entry.repairing)) return null;
+  return entries;
+}
+
+function servedOn(entries: ObservedReport["backends"], backend: DesiredBackendState, endpoint: string): "all" | "some" | "none" {
   const wanted = backend.servers.some((server) => endpointKey(server.address, server.port) === endpoint);
   let serving = 0;
   for (const entry of entries) {
@@ -231,6 +259,11 @@ export function endpointServed(view: AgentView, backend: DesiredBackendState, en
 
 function backendStatus(name: string, backend: DesiredBackendState | undefined, agents: readonly AgentStatus[], fleet: { version: string; servers: number }, discovery: DiscoveryHealth): BackendStatus {
   const { version } = fleet;
+  return { backend: name, version, servers: fleet.servers, ...backendCounts(name, version, agents), held: backend?.held ?? null, discovery };
+}
+
+/** Of the agents assigned a backend: how many, in sync on `version`, told to run another for now, per state. */
+export function backendCounts(name: string, version: string, agents: readonly AgentStatus[]): Pick<BackendStatus, "agents" | "inSync" | "behind" | "states"> {
   const states = emptyCounts();
   let assigned = 0;
   let inSync = 0;
@@ -243,7 +276,7 @@ function backendStatus(name: string, backend: DesiredBackendState | undefined, a
     if (entry.desiredVersion !== version) behind++;
     else if (entry.state === "in-sync") inSync++;
   }
-  return { backend: name, version, servers: fleet.servers, inSync, agents: assigned, behind, states, held: backend?.held ?? null, discovery };
+  return { agents: assigned, inSync, behind, states };
 }
 
 export interface StatusFilter {
@@ -282,7 +315,7 @@ function emptyCounts(): Record<SyncState, number> {
   return Object.fromEntries(SYNC_STATES.map((state) => [state, 0])) as Record<SyncState, number>;
 }
 
-function byProblemThenId(a: AgentStatus, b: AgentStatus): number {
+export function byProblemThenId(a: AgentStatus, b: AgentStatus): number {
   return Number(b.problem !== null) - Number(a.problem !== null) || RANK.get(a.state)! - RANK.get(b.state)! || compare(a.agent, b.agent);
 }
 

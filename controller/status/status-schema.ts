@@ -57,8 +57,10 @@ export const agentStatusSchema = z.object({
   hafleetVersion: z.string(),
   state: syncStateSchema,
   connected: z.boolean(),
-  /** The stream's peer address while connected, else the last one. */
+  /** The stream's peer address while connected, else the last one ("" when another replica holds it). */
   peer: z.string(),
+  /** With several replicas (leadership on Consul): the replica whose stream holds it; null: no replicas share status. */
+  replica: z.string().nullable().default(null),
   /**
    * Something wrong with the agent itself rather than a backend: two hosts using its id (each
    * new stream replaces the other's). null: nothing.
@@ -175,8 +177,9 @@ export const fleetStatusSchema = z.object({
     /** Agents with a problem of their own (a duplicate id). */
     agentProblems: z.number().int().min(0).default(0),
     /**
-     * What this status covers: this replica's agents only (each replica knows the agents
-     * connected to it; the cross-replica view is not built yet).
+     * What this status covers: "this replica's agents" (file discovery: each replica knows only
+     * the agents connected to it), or "fleet (N replicas)" when replicas share their agents
+     * through Consul, with what is missing from that view (a truncated or stale report).
      */
     scope: z.string().default("this replica's agents"),
   }),

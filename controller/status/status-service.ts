@@ -1,8 +1,11 @@
+import { endpointKey } from "../../agent/model/values.js";
 import type { DesiredStore } from "../core/desired-store.js";
 import type { AgentStream } from "../server/agent-stream.js";
 import type { DepartedAgent, FleetServer } from "../server/fleet-server.js";
 import { ChangeLog } from "./change-log.js";
-import { agentStatus, buildFleetStatus, type AgentView, type EndpointQuery } from "./fleet-status.js";
+import { mergeFleetStatus } from "./fleet-merge.js";
+import { agentStatus, buildFleetStatus, byProblemThenId, endpointExceptions, type AgentView, type EndpointQuery } from "./fleet-status.js";
+import type { ExceptionsOf, ReplicaReport } from "./replica-report.js";
 import type { AgentStatus, DiscoveryHealth, FleetStatus, RolloutStatus } from "./status-schema.js";
 
 export interface StatusSources {
@@ -21,6 +24,12 @@ export interface StatusSources {
   /** Why an operator keeps the agent out of rollouts, or null. */
   cordoned?: (agentId: string) => string | null;
   clock: () => number;
+  /**
+   * Absent: status covers this replica's agents only (file discovery). Present (replicas share
+   * status through Consul): this replica's id, the others' live reports, and what this
+   * replica's own report left out.
+   */
+  fleet?: { replica: string; peers(): readonly ReplicaReport[]; truncated(): { published: number; connected: number } | null };
 }
 
 /**
@@ -58,7 +67,27 @@ export class StatusService {
     return departed === undefined ? undefined : agentStatus(this.departedView(departed));
   }
 
+  /** The whole fleet's status: this replica's, with the other replicas' agents merged in when they share theirs. */
   status(query: { endpoints?: readonly EndpointQuery[] } = {}): FleetStatus {
+    const local = this.localStatus(query);
+    const { fleet } = this.sources;
+    if (fleet === undefined) return local;
+    const endpoints = query.endpoints === undefined ? {} : { endpoints: { queries: query.endpoints, desired: (backend: string, version: string) => this.desiredEndpoints(backend, version) } };
+    return mergeFleetStatus({ local, self: { replica: fleet.replica, truncated: fleet.truncated() }, peers: fleet.peers(), now: this.sources.clock(), ...endpoints });
+  }
+
+  /**
+   * What this replica reports to the others: its connected agents' rows, worst first, and per
+   * agent and backend the endpoints HAProxy does not run as desired (for their `wait --contains`).
+   */
+  report(): { agents: AgentStatus[]; exceptions: ExceptionsOf } {
+    const views = this.sources.server.connected().map((stream) => this.connectedView(stream));
+    const exceptions = new Map(views.map((view) => [view.agent, new Map(view.desired.map((backend) => [backend.name as string, endpointExceptions(view, backend)]))]));
+    return { agents: views.map((view) => agentStatus(view)).sort(byProblemThenId), exceptions: (agent, backend) => exceptions.get(agent)?.get(backend) ?? null };
+  }
+
+  /** This replica's agents only (its metrics; the others' agents merged in by status()). */
+  localStatus(query: { endpoints?: readonly EndpointQuery[] } = {}): FleetStatus {
     const { server, store, clock } = this.sources;
     const views = [...server.connected().map((stream) => this.connectedView(stream)), ...server.disconnected().map((departed) => this.departedView(departed))];
     return buildFleetStatus({
@@ -73,6 +102,12 @@ export class StatusService {
       ...(this.sources.discovery === undefined ? {} : { discovery: this.sources.discovery() }),
       ...(query.endpoints === undefined ? {} : { endpoints: query.endpoints }),
     });
+  }
+
+  /** The endpoints of a backend's version, when it is the one discovery gives now; null for another (a rollout's baseline, an older one). */
+  private desiredEndpoints(backend: string, version: string): ReadonlySet<string> | null {
+    const state = this.sources.store.all().find((candidate) => candidate.name === backend && candidate.version === version);
+    return state === undefined ? null : new Set(state.servers.map((server) => endpointKey(server.address, server.port)));
   }
 
   private connectedView(stream: AgentStream): AgentView {
@@ -93,6 +128,7 @@ export class StatusService {
       problem: this.sources.server.idProblem(session.agentId),
       lastSeenAt: stream.heardAt,
       cordoned: this.sources.cordoned?.(session.agentId) ?? null,
+      replica: this.sources.fleet?.replica ?? null,
     };
   }
 
@@ -113,6 +149,7 @@ export class StatusService {
       problem: this.sources.server.idProblem(hello.agentId),
       lastSeenAt: departed.since,
       cordoned: this.sources.cordoned?.(hello.agentId) ?? null,
+      replica: this.sources.fleet?.replica ?? null,
     };
   }
 }

@@ -483,7 +483,11 @@ describe("the emulated KV store", () => {
     expect((await readKey("hafleet/leader"))?.Value).toBeNull();
 
     expect(await get("/v1/kv/")).toMatchObject({ status: 400, text: "Missing key name" });
-    expect((await get("/v1/kv/hafleet?recurse")).status).toBe(400);
+    const tree = await get("/v1/kv/hafleet/?recurse");
+    expect(tree.status).toBe(200);
+    expect(JSON.parse(tree.text).map((entry: { Key: string }) => entry.Key)).toEqual(["hafleet/leader"]);
+    expect((await get("/v1/kv/nothing/?recurse")).status).toBe(404);
+    expect((await get("/v1/kv/hafleet?keys")).status).toBe(400);
     expect((await put("/v1/kv/big", "x".repeat(512 * 1024 + 1))).status).toBe(413);
   });
 

@@ -31,7 +31,7 @@ import { gzipSync } from "node:zlib";
  *   answering with the entry's ModifyIndex, as Consul does for one key (kvs_endpoint.go);
  *   404 with the KV table's index when absent; `?raw`), PUT with `?acquire`, `?release`, `?cas`,
  *   `?flags` (true/false; an acquire is refused during the key's lock-delay), DELETE (with
- *   `?cas`). `?recurse` and `?keys` are refused as not emulated.
+ *   `?cas`). GET `?recurse` lists a prefix (blocking on the KV table's index); `?keys` is refused as not emulated.
  * - limits: `limits.http_max_conns_per_client` (200 by default): a connection past it from the
  *   same IP gets Consul's raw 429 "Your IP is issuing too many concurrent connections, please
  *   rate limit your calls" and is closed; 429 and 503 with `Retry-After` as faults;
@@ -767,7 +767,7 @@ export class ConsulEmulator {
     const method = request.method ?? "";
     if (!["GET", "PUT", "DELETE"].includes(method)) throw new HttpFailure(405, `method ${method} not allowed`);
     const params = url.searchParams;
-    if (params.has("recurse") || params.has("keys")) throw new HttpFailure(400, "the emulator does not support ?recurse or ?keys");
+    if (params.has("keys") || (params.has("recurse") && method !== "GET")) throw new HttpFailure(400, "the emulator supports ?recurse on reads only, and not ?keys");
     const body = await readBytes(request);
     if (!(await this.admit("kv", key, response))) return;
     const fault = this.takeFault("kv", key, method);
@@ -776,6 +776,15 @@ export class ConsulEmulator {
     this.checkDatacenter(url);
     if (token.kind !== "management") throw denied(token, "key", method === "GET" ? "read" : "write", key);
 
+    if (method === "GET" && params.has("recurse")) {
+      const minIndex = parseIndex(params.get("index"));
+      const answer = () => this.answerTree(key, response);
+      if (minIndex === 0 || this.kvTableIndex() > minIndex) return answer();
+      // Consul answers a recursive read with the highest index under the prefix; the table's is a safe stand-in (it wakes more often, never less).
+      const since = this.kvIndex;
+      await this.hold({ endpoint: "kv", target: key, changed: () => this.kvIndex !== since }, parseWait(params.get("wait")), response, answer);
+      return;
+    }
     if (method === "GET") {
       const minIndex = parseIndex(params.get("index"));
       const waitMs = parseWait(params.get("wait"));
@@ -815,6 +824,14 @@ export class ConsulEmulator {
     if (entry === undefined) send(response, 404, "", headers);
     else if (raw) send(response, 200, entry.Value ?? Buffer.alloc(0), headers, "text/plain");
     else send(response, 200, JSON.stringify([kvJson(entry)]), headers, "application/json");
+  }
+
+  /** `?recurse`: every key under the prefix, sorted; 404 when none. */
+  private answerTree(prefix: string, response: http.ServerResponse): void {
+    const headers = { "X-Consul-Index": String(this.kvTableIndex()), "X-Consul-KnownLeader": String(this.knownLeader), "X-Consul-LastContact": "0" };
+    const entries = [...this.kv.values()].filter((entry) => entry.Key.startsWith(prefix)).sort((a, b) => (a.Key < b.Key ? -1 : a.Key > b.Key ? 1 : 0));
+    if (entries.length === 0) send(response, 404, "", headers);
+    else send(response, 200, JSON.stringify(entries.map(kvJson)), headers, "application/json");
   }
 
   private putKey(key: string, body: Buffer, params: URLSearchParams): boolean {

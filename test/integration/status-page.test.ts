@@ -142,6 +142,24 @@ describe("fleet status page", () => {
     expect(await page.locator('[data-testid="agent-row"] th').allTextContents()).toEqual([agentId(0), agentId(4), agentId(8)]);
   });
 
+  it("says what the status covers, and which replica holds each agent when replicas share status", async () => {
+    const single = await open(fleetStatusFixture({ agents: 2 }));
+    expect(await text(single, "scope")).toBe("covers: this replica's agents");
+    await single.close();
+    const fleet = fleetStatusFixture({ agents: 2 });
+    const shared: FleetStatus = {
+      ...fleet,
+      summary: { ...fleet.summary, scope: "fleet (2 replicas)" },
+      agents: [{ ...fleet.agents[0]!, replica: "ctl-a" }, { ...fleet.agents[1]!, replica: "ctl-b", peer: "" }],
+    };
+    const page = await open(shared);
+    expect(await text(page, "scope")).toBe("covers: fleet (2 replicas)");
+    expect(await agentRow(page, agentId(0)).textContent()).toContain(`replica ctl-a · ${fleet.agents[0]!.peer}`);
+    expect(await agentRow(page, agentId(1)).textContent()).toContain("replica ctl-b · hafleet 0.1.0");
+    await page.getByTestId("agent-filter").fill("ctl-b");
+    await waitForText(page, "agents-shown", "1 of 2 agents match");
+  });
+
   it("shows the FROZEN banner and a halted rollout's reason", async () => {
     const page = await open(
       fleetStatusFixture({

@@ -102,6 +102,7 @@ function agentFixture(index: number, state: SyncState, backendNames: readonly st
     cordoned: null,
     lastSeenAt: null,
     connected: !disconnected,
+    replica: null,
     peer: `10.20.${Math.floor(index / 250) % 256}.${index % 250}:40${String(index % 1000).padStart(3, "0")}`,
     connectedAt: now - 7_200_000,
     disconnectedAt: disconnected ? now - 95_000 : null,

@@ -49,6 +49,6 @@ describe("what a failed Consul query means for the next one", () => {
     expect(planBudget(10, 150, 60_000)).toEqual({ watches: 10, slots: 150, shared: false, waitMs: 60_000 });
     expect(planBudget(300, 150, 60_000)).toEqual({ watches: 300, slots: 150, shared: true, waitMs: 30_000 });
     expect(planBudget(100_000, 150, 60_000).waitMs).toBe(1_000);
-    expect(describeBudget(planBudget(10, 150, 60_000), true)).toBe("10 Consul watches need 10 connections + up to 3 for the leadership; within the budget of 150 (consul.maxConnections)");
+    expect(describeBudget(planBudget(10, 150, 60_000), true)).toBe("10 Consul watches need 10 connections + up to 6 for the leadership and the replicas' shared status; within the budget of 150 (consul.maxConnections)");
   });
 });

@@ -395,6 +395,10 @@ describe("controller config: refused, naming the field and its line", () => {
     const consul = "discovery:\n  consul: { address: http://127.0.0.1:8500 }\nbackends:\n  - { backend: be_web, service: web }\n";
     expect(yaml(`${consul}leadership: { replica: ctl-1 }`).leadership).toEqual({ key: "hafleet/rollout", replica: "ctl-1", sessionTtlMs: 15_000, lockDelayMs: 15_000, nodeChecks: [] });
     expect(yaml(`${consul}leadership: {}`).leadership?.replica).toBe(hostname());
+    expect(yaml(`${consul}leadership: { fleetPrefix: hafleet/fleet }`).leadership?.fleetPrefix).toBe("hafleet/fleet");
+    expectInvalid(() => yaml(`${consul}leadership: { fleetPrefix: "hafleet/" }`), [
+      { path: "leadership.fleetPrefix", message: "line 5:28: must be a Consul KV key: '/'-separated parts of letters, digits, '.', '_' or '-'", value: "hafleet/" },
+    ]);
     expectInvalid(() => yaml(`${consul}leadership: { key: "a//b", sessionTtlMs: 5s, url: ctl-1 }`), [
       { path: "leadership.key", message: "line 5:20: must be a Consul KV key: '/'-separated parts of letters, digits, '.', '_' or '-'", value: "a//b" },
       { path: "leadership.sessionTtlMs", message: "line 5:42: must be between 10s and 24h (Consul's range)", value: "5s" },

@@ -165,6 +165,16 @@ describe("the fleet status", () => {
     expect(text).toMatch(/edge-1\s+rejected\s+be_web\s+w2\s+w1\s+2\s+nack: backend-missing/);
     expect(text).toMatch(/edge-2\s+disconnected\s+be_web .*disconnected 90s ago: stream error/);
   });
+
+  it("adds a REPLICA column when replicas share status", () => {
+    const local = status([view("edge-1", { be_web: synced("w2"), be_api: synced("a1") })]);
+    const fleet = { ...local, agents: local.agents.map((agent) => ({ ...agent, replica: "ctl-b" })) };
+    expect(formatStatus(fleet)).toMatch(/^AGENT\s+REPLICA\s+STATE\s+IN SYNC/m);
+    expect(formatStatus(fleet)).toMatch(/^edge-1\s+ctl-b\s+/m);
+    expect(formatStatus(fleet, { view: "wide" })).toMatch(/^AGENT\s+REPLICA\s+STATE\s+BACKEND/m);
+    expect(formatStatus(fleet, { view: "wide" })).toMatch(/^edge-1\s+ctl-b\s+\S+\s+be_api/m);
+    expect(formatStatus(local)).not.toContain("REPLICA");
+  });
 });
 
 describe("the change log", () => {

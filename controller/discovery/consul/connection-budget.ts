@@ -8,8 +8,12 @@
 
 /** Below Consul's default of 200, leaving room for the CLI, the UI and other tools on the same host. */
 export const DEFAULT_MAX_CONNECTIONS = 150;
-/** The connections the leadership may hold at once (its session renewal, its key's blocking read, an acquire). */
-export const LEADERSHIP_CONNECTIONS = 3;
+/**
+ * The connections the leadership may hold at once: its session renewal, its key's blocking read,
+ * an acquire; and what replicas share beside it (fleet-share.ts): the blocking reads of the
+ * reports and of the freeze, a write.
+ */
+export const LEADERSHIP_CONNECTIONS = 6;
 /** A shortened wait is never below this: a turn must be worth its request. */
 const MIN_SHARED_WAIT_MS = 1_000;
 
@@ -31,7 +35,7 @@ export function planBudget(watches: number, slots: number, waitMs: number): Budg
 }
 
 export function describeBudget(plan: BudgetPlan, leadership: boolean): string {
-  const extra = leadership ? ` + up to ${LEADERSHIP_CONNECTIONS} for the leadership` : "";
+  const extra = leadership ? ` + up to ${LEADERSHIP_CONNECTIONS} for the leadership and the replicas' shared status` : "";
   const needed = `${plan.watches} Consul watch${plan.watches === 1 ? "" : "es"} need ${plan.watches} connection${plan.watches === 1 ? "" : "s"}${extra}`;
   if (!plan.shared) return `${needed}; within the budget of ${plan.slots} (consul.maxConnections)`;
   return `${needed}, over the budget of ${plan.slots} (consul.maxConnections): watches take turns, each blocking query held at most ${plan.waitMs} ms, so a change may be seen later; use a local Consul client agent or raise limits.http_max_conns_per_client and maxConnections`;

@@ -184,7 +184,10 @@ export const PAGE_JS = String.raw`(() => {
       tiles.append(node);
     }
     tiles.append(verdict);
-    byId("summary").replaceChildren(tiles, bar(summary.states, summary.agents, "fleet-bar"));
+    // What the counts cover: this replica's agents only, or every replica's.
+    const scope = el("div", "muted scope", "covers: " + (summary.scope || "this replica's agents"));
+    scope.dataset.testid = "scope";
+    byId("summary").replaceChildren(tiles, bar(summary.states, summary.agents, "fleet-bar"), scope);
   }
 
   function renderRollout(status) {
@@ -277,7 +280,7 @@ export const PAGE_JS = String.raw`(() => {
     if (text === undefined) {
       const labels = Object.entries(agent.labels).map(([key, value]) => key + "=" + value);
       const backends = agent.backends.map((backend) => backend.backend + " " + backend.state);
-      text = [agent.agent, agent.state, agent.peer, ...labels, ...backends].join("\n").toLowerCase();
+      text = [agent.agent, agent.state, agent.peer, agent.replica || "", ...labels, ...backends].join("\n").toLowerCase();
       searchTexts.set(agent, text);
     }
     return text;
@@ -331,7 +334,9 @@ export const PAGE_JS = String.raw`(() => {
     const cell = el("td");
     if (agent.connected) cell.append(titled(el("span", "nowrap", "up " + formatAge(now - agent.connectedAt)), "connected " + formatClock(agent.connectedAt)));
     else cell.append(el("strong", "nowrap", "disconnected ", agent.disconnectedAt === null ? "" : ago(now, agent.disconnectedAt)));
-    cell.append(" ", el("span", "muted", "· ", el("span", "mono nowrap", agent.peer), " · ", el("span", "nowrap", "hafleet " + agent.hafleetVersion)));
+    // Which replica holds it, when replicas share status; the peer address only that replica knows.
+    const where = [agent.replica ? el("span", "nowrap replica", "replica " + agent.replica) : null, agent.peer ? el("span", "mono nowrap", agent.peer) : null].filter(Boolean);
+    cell.append(" ", el("span", "muted", ...where.flatMap((part) => ["· ", part, " "]), "· ", el("span", "nowrap", "hafleet " + agent.hafleetVersion)));
     if (!agent.connected && agent.disconnectReason) cell.append(el("div", "reason", agent.disconnectReason));
     if (agent.problem) cell.append(el("div", "err", "PROBLEM: " + agent.problem));
     if (agent.cordoned) cell.append(el("div", "muted", "cordoned: " + agent.cordoned));
