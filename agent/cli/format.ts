@@ -2,6 +2,7 @@ import type { StepOutcome } from "../reconcile/execute-plan.js";
 import type { ObservedServer, ObservedState } from "../reconcile/observed-state.js";
 import type { Plan } from "../reconcile/planner.js";
 import type { SocketReport } from "../reconcile/reconciler.js";
+import type { BackendDiff } from "../reconcile/server-diff.js";
 import { terminalSafe as safe } from "./terminal-safe.js";
 
 /**
@@ -81,6 +82,22 @@ export function formatObserved(socket: string, observed: ObservedState): string 
   const widths = COLUMNS.map((title, column) => Math.max(title.length, ...rows.map((row) => row[column]!.length)));
   const render = (cells: readonly string[]) => cells.map((cell, column) => cell.padEnd(widths[column]!)).join("  ").trimEnd();
   return [`${safe(socket)}:`, render(COLUMNS), ...rows.map(render)].join("\n");
+}
+
+const DIFF_MARKS = { serving: "=", held: "!", missing: "-", unexpected: "+" } as const;
+
+/** `show --diff`: per backend, one line per endpoint, marked as `diff -u` readers expect. */
+export function formatDiff(socket: string, backends: readonly BackendDiff[]): string {
+  const lines = [`${safe(socket)}:`];
+  for (const backend of backends) {
+    const wrong = backend.entries.filter((entry) => entry.state !== "serving").length;
+    lines.push(`${safe(backend.backend)}: ${!backend.present ? "not in this HAProxy" : wrong === 0 ? "runs the desired servers" : `${wrong} difference(s)`}`);
+    for (const entry of backend.entries) {
+      const where = entry.server === null ? "" : `  ${entry.server}${entry.state === "held" ? ` (${entry.admin})` : ""}`;
+      lines.push(safe(`  ${DIFF_MARKS[entry.state]} ${entry.endpoint}  ${entry.state}${where}`));
+    }
+  }
+  return lines.join("\n");
 }
 
 export function serverEndpoint(server: ObservedServer): string {
