@@ -2,6 +2,7 @@ import { readFile } from "node:fs/promises";
 import type { Logger } from "pino";
 import { InvalidInputError } from "../agent/errors.js";
 import { MIN_TOKEN_LENGTH } from "./config/check-controller-files.js";
+import { AuditLog } from "./http/audit-log.js";
 import type { ControllerConfig } from "./config/controller-config.js";
 import { Debouncer } from "./core/debouncer.js";
 import { loadRanBefore, mappingKey, sameMapping, saveRanBefore, type RanBefore } from "./core/desired-file.js";
@@ -287,7 +288,10 @@ export async function startController(config: ControllerConfig, logger: Logger, 
     if (config.http.listen !== null) {
       api = await startApiServer({
         listen: config.http.listen,
-        token: config.http.tokenFile === undefined ? null : await readToken(config.http.tokenFile),
+        token: config.http.tokenFile === undefined ? null : await readToken(config.http.tokenFile, "http.tokenFile (--token-file)"),
+        readToken: config.http.readTokenFile === undefined ? null : await readToken(config.http.readTokenFile, "http.readTokenFile"),
+        audit: new AuditLog(config.stateDir, logger),
+        openLoopbackReads: config.http.openLoopbackReads,
         logger,
         handlers: {
           status: (query) => status.status(query),
@@ -359,15 +363,15 @@ export async function startController(config: ControllerConfig, logger: Logger, 
 }
 
 /** The token file's first line; a short one is refused rather than taken as a secret. */
-async function readToken(path: string): Promise<string> {
+async function readToken(path: string, setting: string): Promise<string> {
   let text: string;
   try {
     text = await readFile(path, "utf8");
   } catch (error) {
-    throw new InvalidInputError("http.tokenFile (--token-file)", [{ path: "", message: `cannot read ${path}: ${(error as NodeJS.ErrnoException).code ?? (error as Error).message}` }]);
+    throw new InvalidInputError(setting, [{ path: "", message: `cannot read ${path}: ${(error as NodeJS.ErrnoException).code ?? (error as Error).message}` }]);
   }
   const token = (text.split("\n")[0] ?? "").trim();
-  if (token.length < MIN_TOKEN_LENGTH) throw new InvalidInputError("http.tokenFile (--token-file)", [{ path: "", message: `the first line of ${path} must be a token of at least ${MIN_TOKEN_LENGTH} characters (got ${token.length})` }]);
+  if (token.length < MIN_TOKEN_LENGTH) throw new InvalidInputError(setting, [{ path: "", message: `the first line of ${path} must be a token of at least ${MIN_TOKEN_LENGTH} characters (got ${token.length})` }]);
   return token;
 }
 

@@ -17,8 +17,9 @@ export const MIN_TOKEN_LENGTH = 16;
 export async function controllerFileIssues(config: ControllerConfig, now: number): Promise<InputIssue[]> {
   const issues: InputIssue[] = [];
   if (config.tls !== undefined) issues.push(...(await tlsFileIssues(config.tls, now)));
-  const tokenFile = config.http.tokenFile;
-  if (tokenFile !== undefined) {
+  for (const field of ["tokenFile", "readTokenFile"] as const) {
+    const tokenFile = config.http[field];
+    if (tokenFile === undefined) continue;
     const problem = await readFile(tokenFile, "utf8").then(
       (text) => {
         const length = (text.split("\n")[0] ?? "").trim().length;
@@ -26,7 +27,7 @@ export async function controllerFileIssues(config: ControllerConfig, now: number
       },
       (error: unknown) => `${tokenFile}: cannot be read (${readProblem(error)})`,
     );
-    if (problem !== null) issues.push({ path: "http.tokenFile", message: problem });
+    if (problem !== null) issues.push({ path: `http.${field}`, message: problem });
   }
   if (config.stateDir !== undefined) {
     const problem = await stateDirProblem(config.stateDir);

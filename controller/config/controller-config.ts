@@ -272,6 +272,10 @@ const httpSchema = z.strictObject({
   listen: listenSchema.nullable().default(DEFAULT_HTTP_LISTEN),
   /** A file holding the token that mutating requests (freeze, rollout actions) must carry. */
   tokenFile: z.string().min(1, "must not be empty").optional(),
+  /** A file holding a token that reads off loopback may carry instead (Prometheus, the page): it cannot act. */
+  readTokenFile: z.string().min(1, "must not be empty").optional(),
+  /** Reads on a loopback listen need no token; false where other local users must not see the fleet. */
+  openLoopbackReads: z.boolean().default(true),
 });
 
 const controllerFieldsSchema = z.strictObject({

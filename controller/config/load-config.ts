@@ -17,7 +17,11 @@ export async function loadControllerConfig(path: string): Promise<ControllerConf
   return {
     ...config,
     discovery: "file" in discovery ? { file: near(discovery.file) } : { consul: nearConsulFiles(discovery.consul, near) },
-    http: http.tokenFile === undefined ? http : { ...http, tokenFile: near(http.tokenFile) },
+    http: {
+      ...http,
+      ...(http.tokenFile === undefined ? {} : { tokenFile: near(http.tokenFile) }),
+      ...(http.readTokenFile === undefined ? {} : { readTokenFile: near(http.readTokenFile) }),
+    },
     ...(tls === undefined ? {} : { tls: { ca: near(tls.ca), cert: near(tls.cert), key: near(tls.key) } }),
     ...(stateDir === undefined ? {} : { stateDir: near(stateDir) }),
   };

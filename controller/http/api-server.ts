@@ -9,6 +9,7 @@ import { parseJsonWith } from "../../agent/model/validate.js";
 import { listenFailure } from "../../agent/errors.js";
 import { isLoopbackHost, listenHttp, type RunningHttpServer } from "../../agent/metrics/http-endpoint.js";
 import { parseListen } from "../config/config-values.js";
+import type { AuditEntry, AuditLog } from "./audit-log.js";
 import { STATUS_PAGE_HEADERS } from "./page/status-page.js";
 import { parseEndpointCondition, type EndpointCondition } from "../status/endpoint-condition.js";
 import { parseSelector } from "../status/label-selector.js";
@@ -48,6 +49,15 @@ export interface ApiServerOptions {
   listen: string;
   /** Required of every action; null: actions are refused (no token configured). */
   token: string | null;
+  /**
+   * Off loopback, reads take this token or the operator's: Prometheus and the page need no power
+   * to act. null: only the operator token reads.
+   */
+  readToken?: string | null;
+  /** Reads on a loopback listen need no token (default true). */
+  openLoopbackReads?: boolean;
+  /** Every action, done or refused, is recorded here. */
+  audit?: AuditLog;
   handlers: ApiHandlers;
   logger: Logger;
 }
@@ -75,7 +85,7 @@ class HttpError extends Error {
 }
 
 /** The paths read with GET or HEAD; any other method on them is a 405 naming the allowed ones. */
-const READ_PATHS = new Set(["/healthz", "/metrics", "/api/v1/status", "/api/v1/rollout"]);
+const READ_PATHS = new Set(["/healthz", "/metrics", "/api/v1/status", "/api/v1/rollout", "/api/v1/audit"]);
 
 /**
  * On a loopback listen reads need no token, so a web page on another site must not reach them
@@ -89,7 +99,7 @@ function isLoopbackHostHeader(header: string | undefined): boolean {
 
 export async function startApiServer(options: ApiServerOptions): Promise<RunningApiServer> {
   const { host, port } = parseListen(options.listen);
-  const openReads = isLoopbackHost(host);
+  const openReads = isLoopbackHost(host) && options.openLoopbackReads !== false;
   const server = createServer((request, response) => {
     handle(request, response, options, openReads).catch((error: unknown) => {
       const status = error instanceof HttpError ? error.status : error instanceof InvalidInputError ? 400 : error instanceof ActionRefused ? 409 : 500;
@@ -115,9 +125,11 @@ async function handle(request: IncomingMessage, response: ServerResponse, option
   // A liveness probe carries no token, and says nothing of the fleet.
   if (isRead && url.pathname === "/healthz") return send(response, 200, "text/plain; charset=utf-8", "ok\n");
   if (openReads && !isLoopbackHostHeader(request.headers.host)) throw new HttpError(403, `refused: Host ${JSON.stringify((request.headers.host ?? "").slice(0, 64))} is not this loopback address (a page from another site, through DNS rebinding?)`);
-  if (isRead && !openReads) authorize(request, options.token);
-
+  // The page's own files hold no fleet data, and a browser cannot send a token for them: the
+  // page asks for one and sends it with its API calls.
   if (isRead && asset !== undefined) return send(response, 200, asset.contentType, asset.body);
+  if (isRead && !openReads) authorize(request, options.token, options.readToken ?? null);
+
   if (isRead && url.pathname === "/metrics") {
     const { contentType, body } = await handlers.metrics();
     return send(response, 200, contentType, body);
@@ -132,29 +144,46 @@ async function handle(request: IncomingMessage, response: ServerResponse, option
     return send(response, 200, JSON_TYPE, await gzipText(body), { "content-encoding": "gzip", vary: "accept-encoding" });
   }
   if (isRead && url.pathname === "/api/v1/rollout") return sendJson(response, 200, { rollout: handlers.status().rollout });
+  if (isRead && url.pathname === "/api/v1/audit") return sendJson(response, 200, { file: options.audit?.path ?? null, entries: options.audit?.entries() ?? [] });
 
   const action = actionOf(url.pathname);
   if (action === null) throw new HttpError(404, `no such resource: ${url.pathname}`);
   if (method !== "POST") throw new HttpError(405, `${url.pathname} takes POST`, { allow: "POST" });
-  authorize(request, options.token);
+  authorize(request, options.token, null);
   const body = await readBody(request);
+  const audited = (outcome: AuditEntry["outcome"], detail: Record<string, string>, error?: string): Promise<void> =>
+    options.audit?.record({ at: Date.now(), action, by: "operator-token", from: request.socket.remoteAddress ?? "?", detail, outcome, ...(error === undefined ? {} : { error }) }) ?? Promise.resolve();
+  try {
+    await act(action, body, handlers, (detail) => audited("done", detail));
+  } catch (error) {
+    await audited("refused", {}, (error as Error).message);
+    throw error;
+  }
+  const after = handlers.status();
+  return sendJson(response, 200, { ok: true, frozen: after.frozen, rollout: after.rollout });
+}
+
+/** Carries out an action; `done` is told the request's own fields once it succeeded. */
+async function act(action: (typeof AGENT_ACTIONS)[number] | RolloutAction, body: string, handlers: ApiHandlers, done: (detail: Record<string, string>) => Promise<void>): Promise<void> {
   if (action === "freeze") {
     const { reason } = parseJsonWith(freezeBodySchema, body === "" ? "{}" : body, "freeze request");
     await handlers.freeze(reason);
+    await done({ reason });
   } else if (action === "unfreeze") {
     await handlers.unfreeze();
+    await done({});
   } else if (action === "forget" || action === "uncordon") {
     const { agent } = parseJsonWith(agentBodySchema, body === "" ? "{}" : body, `${action} request`);
     await (action === "forget" ? handlers.forget(agent) : handlers.cordon(agent, null));
+    await done({ agent });
   } else if (action === "cordon") {
     const { agent, reason } = parseJsonWith(cordonBodySchema, body === "" ? "{}" : body, "cordon request");
     await handlers.cordon(agent, reason);
+    await done({ agent, reason });
   } else {
     handlers.rollout(action);
+    await done({});
   }
-  options.logger.warn({ action, from: request.socket.remoteAddress }, "operator action");
-  const after = handlers.status();
-  return sendJson(response, 200, { ok: true, frozen: after.frozen, rollout: after.rollout });
 }
 
 const AGENT_ACTIONS = ["freeze", "unfreeze", "forget", "cordon", "uncordon"] as const;
@@ -179,13 +208,18 @@ function statusFilter(url: URL): StatusFilter {
   return filter;
 }
 
-function authorize(request: IncomingMessage, token: string | null): void {
-  if (token === null) throw new HttpError(403, "refused: the controller has no token configured (http.tokenFile), so it takes no actions over HTTP");
+/** The operator token, or for a read also the read token; compared in constant time. */
+function authorize(request: IncomingMessage, token: string | null, readToken: string | null): void {
+  const accepted = [token, readToken].filter((candidate): candidate is string => candidate !== null);
+  if (accepted.length === 0) throw new HttpError(403, "refused: the controller has no token configured (http.tokenFile), so it takes no actions over HTTP");
   // The scheme is case-insensitive (RFC 9110 11.1): `bearer` is as good as `Bearer`.
   const given = /^Bearer +(\S+) *$/i.exec(request.headers.authorization ?? "")?.[1];
   if (given === undefined) throw new HttpError(401, "refused: this needs the controller's token (Authorization: Bearer TOKEN)", { "www-authenticate": 'Bearer realm="hafleet"' });
-  const [a, b] = [Buffer.from(given), Buffer.from(token)];
-  if (a.length !== b.length || !timingSafeEqual(a, b)) throw new HttpError(403, "refused: wrong token");
+  const matches = accepted.map((candidate) => {
+    const [a, b] = [Buffer.from(given), Buffer.from(candidate)];
+    return a.length === b.length && timingSafeEqual(a, b);
+  });
+  if (!matches.includes(true)) throw new HttpError(403, readToken === null ? "refused: wrong token (actions take the operator token only)" : "refused: wrong token");
 }
 
 async function readBody(request: IncomingMessage): Promise<string> {

@@ -168,7 +168,7 @@ export function falseInSync(samples: readonly TruthSample[], graceMs: number): T
  * A controller on loopback whose discovery is a catalog file, tuned for tests (fast debounce
  * and heartbeats); its status API on a free port, open to loopback readers.
  */
-export function startCatalogController(dir: string, catalog: string, backends: ReadonlyArray<Record<string, unknown>> = [{ backend: "be_app", service: "web" }], http: { tokenFile?: string } = {}): Promise<RunningController> {
+export function startCatalogController(dir: string, catalog: string, backends: ReadonlyArray<Record<string, unknown>> = [{ backend: "be_app", service: "web" }], http: { tokenFile?: string; readTokenFile?: string; openLoopbackReads?: boolean } = {}): Promise<RunningController> {
   const config = controllerConfigSchema.parse({
     listen: "127.0.0.1:0",
     http: { listen: "127.0.0.1:0", ...http },

@@ -41,7 +41,7 @@ const DEFAULTS = {
   debounce: { quietMs: 100, maxMs: 1000 },
   agents: { heartbeatMs: 5000, deadAfterMs: 15000, forgetAfterMs: 86_400_000, max: 20_000, maxConnectionAgeMs: 1_800_000 },
   limits: { maxMessageBytes: 16_777_216, backendsPerAgent: 1_000, serversPerBackend: 5_000, pushesPerSecond: 10 },
-  http: { listen: "127.0.0.1:7901" },
+  http: { listen: "127.0.0.1:7901", openLoopbackReads: true },
   rollout: { canary: { count: 1 }, waves: [0.1, 0.25, 0.5, 1], bakeMs: 30_000, waveTimeoutMs: 120_000, autoRollback: true, maxServingDrop: 0.1, stageConfigChanges: true },
 };
 
@@ -114,7 +114,7 @@ const FULL_EXPECTED: ControllerConfig = controllerConfigSchema.parse({
   debounce: { quietMs: 250, maxMs: 2000 },
   agents: { heartbeatMs: 1000, deadAfterMs: 60000, forgetAfterMs: 3_600_000, max: 20_000, maxConnectionAgeMs: 1_800_000 },
   limits: { maxMessageBytes: 1_048_576, backendsPerAgent: 50, serversPerBackend: 2_000, pushesPerSecond: 2.5 },
-  http: { listen: "0.0.0.0:7911", tokenFile: "/etc/hafleet/token" },
+  http: { listen: "0.0.0.0:7911", tokenFile: "/etc/hafleet/token", openLoopbackReads: true },
   stateDir: "/var/lib/hafleet-controller",
 });
 
@@ -567,7 +567,7 @@ describe("configFromFlags", () => {
       ...DEFAULTS,
       listen: "0.0.0.0:7999",
       insecure: true,
-      http: { listen: "127.0.0.1:0" },
+      http: { listen: "127.0.0.1:0", openLoopbackReads: true },
       discovery: { consul: { address: "http://127.0.0.1:8500", token: "tok", datacenter: "dc1", ...CONSUL_DEFAULTS } },
       backends: [
         { backend: "be_web", service: "web", allowEmpty: false, staged: false },

@@ -430,11 +430,35 @@ export const PAGE_JS = String.raw`(() => {
     return value !== null && typeof value === "object" && typeof value.generatedAt === "number" && typeof value.summary === "object" && Array.isArray(value.agents) && Array.isArray(value.backends) && Array.isArray(value.changes);
   }
 
+  // Off loopback the API wants a token, which a browser cannot send on its own: the page asks for
+  // a read token once and keeps it for this tab only (sessionStorage), never in the URL.
+  const TOKEN_KEY = "hafleet.readToken";
+  let askedForToken = false;
+
+  function authHeaders() {
+    const token = sessionStorage.getItem(TOKEN_KEY);
+    return token ? { authorization: "Bearer " + token } : {};
+  }
+
+  function askForToken(refused) {
+    if (askedForToken) return;
+    askedForToken = true;
+    const given = window.prompt(refused ? "The controller refused that token. Its read token (http.readTokenFile) or operator token:" : "This controller needs a token to show the fleet. Its read token (http.readTokenFile) or operator token:");
+    if (given && given.trim() !== "") {
+      sessionStorage.setItem(TOKEN_KEY, given.trim());
+      askedForToken = false;
+    }
+  }
+
   async function fetchStatus() {
     const abort = new AbortController();
     const timeout = setTimeout(() => abort.abort(), TIMEOUT_MS);
     try {
-      const response = await fetch("api/v1/status", { cache: "no-store", headers: { accept: "application/json" }, signal: abort.signal });
+      const response = await fetch("api/v1/status", { cache: "no-store", headers: { accept: "application/json", ...authHeaders() }, signal: abort.signal });
+      if (response.status === 401 || response.status === 403) {
+        askForToken(response.status === 403);
+        throw new Error(response.status === 401 ? "this controller needs a token (reload the page to enter one)" : "the token was refused (reload the page to enter another)");
+      }
       if (!response.ok) throw new Error("HTTP " + response.status);
       const status = await response.json().catch(() => null);
       if (!isFleetStatus(status)) throw new Error("not a fleet status");
